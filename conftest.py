@@ -1,0 +1,35 @@
+"""Session set-up shared by the unit tests and the notebooks run under nbval.
+
+The embedded servers are started once per pytest session (or the external ones named by
+COURSE_REDIS_URL / COURSE_CLUSTER_URL are used) and their settings are exported to os.environ
+before any notebook kernel starts, so every kernel nbval launches talks to the same servers.
+The session leases the servers; its end (or its death, via the watchdog) stops what it started.
+"""
+
+import os
+
+from course_lib import runtime
+from course_lib.connection import CLUSTER_URL_SETTING, REDIS_URL_SETTING
+
+
+def pytest_sessionstart(session):
+    if all(os.environ.get(name) for name in (REDIS_URL_SETTING, CLUSTER_URL_SETTING)):
+        session.config.course_stack = None
+        return
+    stack = runtime.up(owner=os.getpid())
+    session.config.course_stack = stack
+    for name, value in stack.settings().items():
+        os.environ.setdefault(name, value)
+
+
+def pytest_report_header(config):
+    stack = getattr(config, "course_stack", None)
+    if stack is None:
+        return f"course servers: external ({os.environ[REDIS_URL_SETTING]}, cluster {os.environ[CLUSTER_URL_SETTING]})"
+    return f"course servers: embedded {stack.engine} ({stack.binary}), runtime {stack.folder}"
+
+
+def pytest_sessionfinish(session):
+    stack = getattr(session.config, "course_stack", None)
+    if stack is not None:
+        runtime.release(os.getpid(), stack.folder)

@@ -1,0 +1,121 @@
+"""Command line: `python -m course_lib up | down | status | lab`.
+
+- `up`      start (or reuse) the embedded servers and keep them until `down`;
+            `up --env` prints `export` lines for a shell: `eval "$(python -m course_lib up --env)"`.
+- `down`    stop every embedded server and forget them.
+- `status`  a table of the embedded servers: role, port, pid, alive, slots.
+- `lab`     bring the servers up, open JupyterLab on notebooks/ with the settings exported to its
+            kernels; on exit stop the servers it started (never ones that were already running).
+            Extra arguments go to JupyterLab: `python -m course_lib lab --no-browser --port 8899`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from course_lib import runtime
+from course_lib.connection import CLUSTER_URL_SETTING, REDIS_URL_SETTING
+from course_lib.servers import ServerError
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+def _describe(stack: runtime.Stack) -> str:
+    lifetime = "kept until `python -m course_lib down`" if stack.owners is None else "leased; stopped when its users exit"
+    return (f"{stack.engine} ({stack.binary})\n"
+            f"  standalone  {stack.redis_url}\n"
+            f"  cluster     {stack.cluster_url}  (6 nodes: 3 primaries + 3 replicas)\n"
+            f"  runtime     {stack.folder}  ({lifetime})")
+
+
+def _table(rows: list[dict]) -> str:
+    columns = ["name", "role", "port", "pid", "alive", "slots"]
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
+    lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
+    lines += ["  ".join(str(r[c]).ljust(widths[c]) for c in columns) for r in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    stack = runtime.up(args.runtime_dir)
+    if args.env:
+        print("\n".join(f"export {name}={value}" for name, value in stack.settings().items()))
+    else:
+        print(_describe(stack))
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    stopped = runtime.down(args.runtime_dir)
+    print("Stopped the embedded servers." if stopped else "No embedded servers were recorded; nothing to stop.")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    rows = runtime.status(args.runtime_dir)
+    if not rows:
+        print("No embedded servers are running. Start them with `python -m course_lib up`.")
+        return 1
+    stack = runtime.load(runtime.runtime_dir(args.runtime_dir))
+    print(_describe(stack) + "\n\n" + _table(rows))
+    return 0 if all(row["alive"] for row in rows) else 1
+
+
+def cmd_lab(args: argparse.Namespace, jupyter_args: list[str]) -> int:
+    env = dict(os.environ)
+    external = all(env.get(name) for name in (REDIS_URL_SETTING, CLUSTER_URL_SETTING))
+    stack = None
+    if external:
+        print(f"Using external servers: {REDIS_URL_SETTING} and {CLUSTER_URL_SETTING} are set.")
+    else:
+        stack = runtime.up(args.runtime_dir, owner=os.getpid())
+        for name, value in stack.settings().items():
+            env.setdefault(name, value)
+        print(_describe(stack))
+    command = [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={NOTEBOOKS}", *jupyter_args]
+    lab = subprocess.Popen(command, env=env)
+    signal.signal(signal.SIGTERM, lambda *_: lab.terminate())
+    try:
+        while True:
+            try:
+                return lab.wait()
+            except KeyboardInterrupt:
+                continue  # JupyterLab received the same Ctrl-C and decides whether to quit; wait for it.
+    finally:
+        if stack is not None and runtime.release(os.getpid(), stack.folder):
+            print("Stopped the embedded servers this session started.")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m course_lib", description=__doc__.splitlines()[0])
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--runtime-dir", help=f"runtime folder (default: ${runtime.RUNTIME_DIR_SETTING} or <repo>/.runtime)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    up_parser = commands.add_parser("up", parents=[common], help="start or reuse the embedded servers")
+    up_parser.add_argument("--env", action="store_true", help="print export lines for a shell")
+    commands.add_parser("down", parents=[common], help="stop the embedded servers")
+    commands.add_parser("status", parents=[common], help="show the embedded servers")
+    commands.add_parser("lab", parents=[common], help="servers up + JupyterLab on notebooks/")
+    commands.add_parser("watch", parents=[common])
+    args, rest = parser.parse_known_args(argv)
+    if rest and args.command != "lab":
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    try:
+        if args.command == "lab":
+            return cmd_lab(args, rest)
+        if args.command == "watch":
+            runtime.watch(args.runtime_dir)
+            return 0
+        return {"up": cmd_up, "down": cmd_down, "status": cmd_status}[args.command](args)
+    except ServerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

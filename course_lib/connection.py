@@ -1,0 +1,140 @@
+"""Clients for the course: `connect()` for the standalone server, `connect_cluster()` for the cluster.
+
+Two settings point them at servers you run yourself (docker compose, a cloud instance):
+
+- `COURSE_REDIS_URL`, e.g. `redis://127.0.0.1:6379/0` or `rediss://user:pass@host:6380/0`
+- `COURSE_CLUSTER_URL`, any one node of a cluster, e.g. `redis://127.0.0.1:7001`
+
+When a setting is present nothing embedded starts for it. When it is absent the embedded servers
+(`course_lib.runtime`) are started on demand and leased to this process, so a notebook works in
+any Jupyter front end; they stop when the last process using them exits (or dies).
+
+Both clients decode replies to `str`, speak RESP3 (redis-py 8's default, stated so outputs do not
+depend on the client version) and retry connection errors with redis-py's own `Retry` and
+exponential backoff with jitter.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import re
+
+import redis
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterException
+from redis.retry import Retry
+
+REDIS_URL_SETTING = "COURSE_REDIS_URL"
+CLUSTER_URL_SETTING = "COURSE_CLUSTER_URL"
+_leased_stack = None  # the embedded stack this process leased, kept so it is leased once
+
+
+class CourseConnectionError(redis.ConnectionError):
+    """The course could not reach its server; the message names the setting and the fix."""
+
+
+def course_retry() -> Retry:
+    """Three retries of a connection or timeout error, backing off 50 ms, 100 ms, 200 ms (+ jitter)."""
+    return Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=3)
+
+
+def _redact(url: str) -> str:
+    return re.sub(r"(//[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+def _embedded_stack():
+    """Start (or join) the embedded servers, leased to this process for as long as it lives."""
+    global _leased_stack
+    from course_lib import runtime
+
+    if _leased_stack is None or not _leased_stack.standalone.alive():
+        _leased_stack = runtime.up(owner=os.getpid())
+        atexit.register(runtime.release, os.getpid(), _leased_stack.folder)
+    return _leased_stack
+
+
+def server_url(setting: str = REDIS_URL_SETTING) -> tuple[str, str]:
+    """The URL to use and where it came from: the setting's name, or "embedded"."""
+    value = os.environ.get(setting, "").strip()
+    if value:
+        return value, setting
+    stack = _embedded_stack()
+    return (stack.redis_url if setting == REDIS_URL_SETTING else stack.cluster_url), "embedded"
+
+
+def _advice(source: str) -> str:
+    if source == "embedded":
+        return "Run `python -m course_lib status` to see the embedded servers, and `python -m course_lib up` to restart them."
+    return (f"Check that the server is running (for the course's compose file: `docker compose up -d --wait`), "
+            f"or unset {source} to use the embedded servers.")
+
+
+def _invalid_url(source: str, url: str, exc: Exception) -> CourseConnectionError:
+    return CourseConnectionError(
+        f"{source}={_redact(url)!r} is not a usable Redis URL ({exc}). "
+        "Write it as redis://host:port/db, or rediss://host:port/db for TLS."
+    )
+
+
+def connect(**options) -> redis.Redis:
+    """A client for the course's standalone server, checked with one PING.
+
+    Args:
+        **options: passed to `redis.Redis.from_url`, overriding the course defaults.
+
+    Raises:
+        CourseConnectionError: the URL is malformed or the server does not answer.
+    """
+    url, source = server_url(REDIS_URL_SETTING)
+    settings = {"decode_responses": True, "protocol": 3, "retry": course_retry(),
+                "socket_connect_timeout": 2, **options}
+    try:
+        client = redis.Redis.from_url(url, **settings)
+    except ValueError as exc:
+        raise _invalid_url(source, url, exc) from None
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        client.close()
+        raise CourseConnectionError(
+            f"Cannot reach the Redis server at {_redact(url)} (from {source}): {exc}. {_advice(source)}"
+        ) from None
+    return client
+
+
+def connect_cluster(**options) -> RedisCluster:
+    """A cluster client for the course's cluster; it learns every node from the one in the URL.
+
+    Args:
+        **options: passed to `RedisCluster.from_url`, overriding the course defaults.
+
+    Raises:
+        CourseConnectionError: the URL is malformed, unreachable, or not a cluster node.
+    """
+    url, source = server_url(CLUSTER_URL_SETTING)
+    settings = {"decode_responses": True, "protocol": 3, "retry": course_retry(),
+                "socket_connect_timeout": 2, **options}
+    try:
+        return RedisCluster.from_url(url, **settings)
+    except ValueError as exc:
+        raise _invalid_url(source, url, exc) from None
+    except (RedisClusterException, redis.RedisError) as exc:
+        hint = ""
+        if "cluster" in str(exc).lower() and "enabled" in str(exc).lower():
+            hint = f" The server answers but is not in cluster mode: point {source} at a cluster node."
+        raise CourseConnectionError(
+            f"Cannot use the cluster at {_redact(url)} (from {source}): {exc}.{hint} {_advice(source)}"
+        ) from None
+
+
+def server_identity(client) -> tuple[str, str, str]:
+    """(engine, version, mode) of the server a client talks to, e.g. ("Valkey", "9.1.2", "cluster").
+
+    Valkey still reports `redis_version` (as 7.2.4) for old clients; its own version is `valkey_version`.
+    """
+    info = client.info("server")
+    if info.get("server_name") == "valkey":
+        return "Valkey", info["valkey_version"], info.get("server_mode", "standalone")
+    return "Redis", info["redis_version"], info.get("redis_mode", "standalone")

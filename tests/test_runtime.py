@@ -1,0 +1,171 @@
+"""The embedded servers: start, reuse, recover, stop, and never leave a process behind.
+
+Each test uses its own runtime folder, so the session's servers (which the other tests use) are
+never touched.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from course_lib import runtime
+from course_lib.servers import pid_alive, wait_for
+
+
+def _all_pids(stack):
+    return [server.pid for server in stack.servers()]
+
+
+def _assert_gone(pids):
+    wait_for(lambda: not any(pid_alive(pid) for pid in pids), 10, "every server process to exit")
+
+
+@pytest.fixture
+def folder(tmp_path):
+    yield tmp_path / "runtime"
+    runtime.down(tmp_path / "runtime")  # a failed test still stops what it started
+
+
+def test_up_is_idempotent_and_down_leaves_no_process(folder):
+    stack = runtime.up(folder)
+    again = runtime.up(folder)
+    assert _all_pids(again) == _all_pids(stack)
+    assert all(server.alive() for server in stack.servers())
+    with stack.standalone.client() as client:
+        assert client.config_get("bind") == {"bind": "127.0.0.1"}
+        assert client.config_get("save") == {"save": ""}
+
+    assert runtime.down(folder) is True
+    _assert_gone(_all_pids(stack))
+    assert runtime.load(runtime.runtime_dir(folder)) is None
+    assert runtime.down(folder) is False
+
+
+def test_cluster_has_three_primaries_three_replicas_and_all_slots(folder):
+    stack = runtime.up(folder)
+    rows = runtime.status(folder)
+    roles = sorted(row["role"] for row in rows)
+    assert roles == ["primary"] * 3 + ["replica"] * 3 + ["standalone"]
+
+    slots = runtime.client_slots(stack.cluster[0])
+    assert len(slots) == 3 and all(len(ports) == 2 for ports in slots)  # a primary and its replica per range
+    with stack.cluster[0].client() as client:
+        info = client.cluster("info")
+    assert info["cluster_state"] == "ok"
+    assert info["cluster_slots_assigned"] == info["cluster_slots_ok"] == "16384"
+
+
+def test_dead_standalone_is_replaced_and_the_healthy_cluster_kept(folder):
+    stack = runtime.up(folder)
+    os.kill(stack.standalone.pid, signal.SIGKILL)
+    _assert_gone([stack.standalone.pid])
+    healed = runtime.up(folder)
+    assert healed.standalone.alive() and healed.standalone.pid != stack.standalone.pid
+    assert [n.pid for n in healed.cluster] == [n.pid for n in stack.cluster]
+
+
+def test_cluster_with_a_dead_node_is_rebuilt(folder):
+    stack = runtime.up(folder)
+    os.kill(stack.cluster[1].pid, signal.SIGKILL)
+    healed = runtime.up(folder)
+    assert all(node.alive() for node in healed.cluster)
+    assert runtime._cluster_ready(healed.cluster)
+    _assert_gone([node.pid for node in stack.cluster])  # the old nodes were stopped, not orphaned
+
+
+def test_stale_state_file_never_touches_a_stranger(folder):
+    """A state file left by a reboot: its pids are dead or now other programs', its port someone else's."""
+    folder.mkdir(parents=True)
+    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    squatter = socket.create_server(("127.0.0.1", 0))
+    try:
+        node = {"port": squatter.getsockname()[1], "pid": stranger.pid, "dir": str(folder), "bus_port": None}
+        dead = {"port": 2, "pid": 2 ** 22 + 1, "dir": str(folder), "bus_port": 3}
+        (folder / "state.json").write_text(json.dumps({
+            "engine": "Redis 7.0.0", "binary": "/nowhere/redis-server", "owners": None, "watchdog": None,
+            "standalone": node, "cluster": [dead] * 6,
+        }))
+        stack = runtime.up(folder)
+        assert stack.standalone.alive() and stack.standalone.port != node["port"]
+        assert stranger.poll() is None
+    finally:
+        squatter.close()
+        stranger.kill()
+        stranger.wait()
+
+
+def test_garbage_state_file_is_ignored(folder):
+    folder.mkdir(parents=True)
+    (folder / "state.json").write_text("{not json")
+    assert runtime.load(folder) is None
+    assert runtime.up(folder).standalone.alive()
+
+
+def test_last_release_stops_the_servers(folder):
+    first, second = os.getpid(), os.getppid()
+    stack = runtime.up(folder, owner=first)
+    runtime.up(folder, owner=second)
+    assert runtime.release(first, folder) is False
+    assert stack.standalone.alive()
+    assert runtime.release(second, folder) is True
+    _assert_gone(_all_pids(stack))
+
+
+def test_servers_started_by_a_kernel_that_dies_are_stopped(tmp_path):
+    """A notebook kernel with no settings starts the servers on demand; kill -9 it, nothing remains."""
+    folder = tmp_path / "runtime"
+    kernel = textwrap.dedent("""
+        import sys
+        from course_lib.connection import connect
+        connect().ping()
+        print("connected", flush=True)
+        sys.stdin.read()  # stay alive until killed
+    """)
+    env = {k: v for k, v in os.environ.items() if k not in ("COURSE_REDIS_URL", "COURSE_CLUSTER_URL")}
+    env["COURSE_RUNTIME_DIR"] = str(folder)
+    process = subprocess.Popen([sys.executable, "-c", kernel], env=env, stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline().strip() == "connected"
+        stack = runtime.load(runtime.runtime_dir(folder))
+        assert stack.owners == [process.pid]
+        pids = _all_pids(stack) + [stack.watchdog]
+        process.kill()
+        process.wait()
+        _assert_gone(pids)  # the watchdog noticed its owner died and stopped everything, itself included
+        assert runtime.load(runtime.runtime_dir(folder)) is None
+    finally:
+        process.kill()
+        runtime.down(folder)
+
+
+def test_cli_reports_errors_without_a_traceback(tmp_path):
+    env = {**os.environ, "COURSE_SERVER_BINARY": str(tmp_path / "missing-server")}
+    result = subprocess.run([sys.executable, "-m", "course_lib", "up", "--runtime-dir", str(tmp_path)],
+                            env=env, capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: COURSE_SERVER_BINARY=") and "Traceback" not in result.stderr
+
+    result = subprocess.run([sys.executable, "-m", "course_lib", "status", "--runtime-dir", str(tmp_path)],
+                            capture_output=True, text=True)
+    assert result.returncode == 1 and "python -m course_lib up" in result.stdout
+
+
+def test_cli_up_status_down(tmp_path):
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "course_lib", *args, "--runtime-dir", str(tmp_path)],
+                              capture_output=True, text=True, check=True).stdout
+
+    try:
+        exports = cli("up", "--env")
+        assert exports.splitlines()[0].startswith("export COURSE_REDIS_URL=redis://127.0.0.1:")
+        table = cli("status")
+        assert table.count(" primary ") == 3 and table.count(" replica ") == 3 and "False" not in table
+    finally:
+        assert "Stopped" in cli("down")

@@ -1,0 +1,38 @@
+"""Timing helpers for the measured claims: many samples, robust statistics, no single lucky run."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable
+
+
+def latencies(operation: Callable[[], object], samples: int, warmup: int = 10) -> list[float]:
+    """Run `operation` `warmup` times unmeasured, then `samples` times; each duration in seconds."""
+    for _ in range(warmup):
+        operation()
+    result = []
+    for _ in range(samples):
+        start = time.perf_counter()
+        operation()
+        result.append(time.perf_counter() - start)
+    return result
+
+
+def percentile(values: list[float], p: float) -> float:
+    """The p-th percentile (0-100) by the nearest-rank method."""
+    if not values:
+        raise ValueError("percentile of no values")
+    ordered = sorted(values)
+    rank = max(1, round(p / 100 * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def summary_ms(values: list[float]) -> dict[str, float]:
+    """Median, p95, p99 and max in milliseconds, for a table beside a verdict."""
+    return {
+        "median_ms": statistics.median(values) * 1000,
+        "p95_ms": percentile(values, 95) * 1000,
+        "p99_ms": percentile(values, 99) * 1000,
+        "max_ms": max(values) * 1000,
+    }

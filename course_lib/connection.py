@@ -65,6 +65,8 @@ def server_url(setting: str = REDIS_URL_SETTING) -> tuple[str, str]:
 
 
 def _advice(source: str) -> str:
+    if source == "the url argument":
+        return "Check the host and port, and that the server is running."
     if source == "embedded":
         return "Run `python -m course_lib status` to see the embedded servers, and `python -m course_lib up` to restart them."
     return (f"Check that the server is running (for the course's compose file: `docker compose up -d --wait`), "
@@ -78,16 +80,17 @@ def _invalid_url(source: str, url: str, exc: Exception) -> CourseConnectionError
     )
 
 
-def connect(**options) -> redis.Redis:
-    """A client for the course's standalone server, checked with one PING.
+def connect(url: str | None = None, **options) -> redis.Redis:
+    """A client for the course's standalone server (or the server at `url`), checked with one PING.
 
     Args:
+        url: a server to use instead of the configured one, e.g. a scratch server's URL.
         **options: passed to `redis.Redis.from_url`, overriding the course defaults.
 
     Raises:
         CourseConnectionError: the URL is malformed or the server does not answer.
     """
-    url, source = server_url(REDIS_URL_SETTING)
+    url, source = (url, "the url argument") if url else server_url(REDIS_URL_SETTING)
     settings = {"decode_responses": True, "protocol": 3, "retry": course_retry(),
                 "socket_connect_timeout": 2, **options}
     try:
@@ -99,7 +102,7 @@ def connect(**options) -> redis.Redis:
     except redis.RedisError as exc:
         client.close()
         raise CourseConnectionError(
-            f"Cannot reach the Redis server at {_redact(url)} (from {source}): {exc}. {_advice(source)}"
+            f"Cannot reach the Redis server at {_redact(url)} (from {source}): {str(exc).rstrip('.')}. {_advice(source)}"
         ) from None
     return client
 
@@ -125,7 +128,7 @@ def connect_cluster(**options) -> RedisCluster:
         if "cluster" in str(exc).lower() and "enabled" in str(exc).lower():
             hint = f" The server answers but is not in cluster mode: point {source} at a cluster node."
         raise CourseConnectionError(
-            f"Cannot use the cluster at {_redact(url)} (from {source}): {exc}.{hint} {_advice(source)}"
+            f"Cannot use the cluster at {_redact(url)} (from {source}): {str(exc).rstrip('.')}.{hint} {_advice(source)}"
         ) from None
 
 

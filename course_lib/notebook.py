@@ -16,7 +16,9 @@ def show_source(*objects) -> "IPython.display.Markdown":
     return Markdown("```python\n" + "\n\n\n".join(blocks) + "\n```")
 
 
-def verdict(claim: str, holds: bool) -> bool:
-    """Print a measured claim and whether it held, as one line nbval compares: `<claim>: True`."""
+def verdict(claim: str, holds: bool) -> None:
+    """Print a measured claim and whether it held, as one line nbval compares: `<claim>: True`.
+
+    Returns nothing, so a verdict on a cell's last line adds no stray `True` output.
+    """
     print(f"{claim}: {bool(holds)}")
-    return bool(holds)

@@ -1,0 +1,74 @@
+#!/bin/sh
+# Exit 0 only when the Redis Cluster is usable, as the nodes checked see it: each is in
+# cluster_state:ok, knows every node, counts the expected number of primaries, and (if it is a
+# replica) has its link to its primary up. Otherwise print the first problem found and exit 1.
+#
+# Usage: cluster-healthcheck.sh [PORT...]      (default: every port of CLUSTER_PORTS)
+#
+# Settings (environment), so the same script serves docker-compose.yml and the tests:
+#   CLUSTER_HOST      address of the nodes                  (default 127.0.0.1)
+#   CLUSTER_PORTS     client ports of ALL the cluster nodes (default "7001 7002 7003 7004 7005 7006")
+#   CLUSTER_REPLICAS  replicas per primary                  (default 1)
+#   REDIS_CLI         redis-cli command                     (default redis-cli)
+#   REDISCLI_AUTH     password, if the nodes need one (read by redis-cli itself)
+#
+# POSIX sh only: the official Alpine images have no bash.
+
+set -u
+
+host=${CLUSTER_HOST:-127.0.0.1}
+all_ports=${CLUSTER_PORTS:-7001 7002 7003 7004 7005 7006}
+replicas=${CLUSTER_REPLICAS:-1}
+cli=${REDIS_CLI:-redis-cli}
+
+if [ "$#" -eq 0 ]; then
+    # shellcheck disable=SC2086 # word splitting of the port list is intended
+    set -- $all_ports
+fi
+# shellcheck disable=SC2086
+nodes=$(printf '%s\n' $all_ports | grep -c .)
+primaries=$((nodes / (replicas + 1)))
+
+# field NAME TEXT: the value of "NAME:value" in an INFO-style reply (lines end with \r\n).
+field() {
+    printf '%s\n' "$2" | tr -d '\r' | sed -n "s/^$1://p"
+}
+
+for port in "$@"; do
+    node="$host:$port"
+    if ! info=$($cli -h "$host" -p "$port" cluster info 2>&1); then
+        echo "$node: no answer ($info)"
+        exit 1
+    fi
+    state=$(field cluster_state "$info")
+    if [ -z "$state" ]; then
+        echo "$node: not a cluster node ($(printf '%s\n' "$info" | head -n 1 | tr -d '\r'))"
+        exit 1
+    fi
+    if [ "$state" != ok ]; then
+        echo "$node: cluster_state is $state"
+        exit 1
+    fi
+    known=$(field cluster_known_nodes "$info")
+    if [ "$known" != "$nodes" ]; then
+        echo "$node: knows $known nodes, expected $nodes"
+        exit 1
+    fi
+    size=$(field cluster_size "$info")
+    if [ "$size" != "$primaries" ]; then
+        echo "$node: sees $size primaries serving slots, expected $primaries"
+        exit 1
+    fi
+    if ! replication=$($cli -h "$host" -p "$port" info replication 2>&1); then
+        echo "$node: no answer to INFO replication ($replication)"
+        exit 1
+    fi
+    if [ "$(field role "$replication")" = slave ]; then
+        link=$(field master_link_status "$replication")
+        if [ "$link" != up ]; then
+            echo "$node: replica whose link to its primary is '${link:-unknown}'"
+            exit 1
+        fi
+    fi
+done
+echo "cluster ok: $nodes nodes, $primaries primaries (checked $*)"

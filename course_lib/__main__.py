@@ -78,6 +78,8 @@ def cmd_lab(args: argparse.Namespace, jupyter_args: list[str]) -> int:
             env.setdefault(name, value)
         print(_describe(stack))
     command = [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={NOTEBOOKS}", *jupyter_args]
+    if os.geteuid() == 0:
+        command.append("--allow-root")  # containers and CI machines often run as root; JupyterLab refuses without it
     lab = subprocess.Popen(command, env=env)
     signal.signal(signal.SIGTERM, lambda *_: lab.terminate())
     try:

@@ -32,33 +32,59 @@ def folder(tmp_path):
     runtime.down(tmp_path / "runtime")  # a failed test still stops what it started
 
 
-def test_up_is_idempotent_and_down_leaves_no_process(folder):
-    stack = runtime.up(folder)
-    again = runtime.up(folder)
-    assert _all_pids(again) == _all_pids(stack)
-    assert all(server.alive() for server in stack.servers())
-    with stack.standalone.client() as client:
+@pytest.fixture(scope="module")
+def kept(tmp_path_factory):
+    """One stack started like `python -m course_lib up`, shared by the tests that leave it intact."""
+    path = tmp_path_factory.mktemp("kept") / "runtime"
+    stack = runtime.up(path)
+    yield stack
+    runtime.down(path)
+
+
+def test_up_reuses_live_servers(kept):
+    again = runtime.up(kept.folder)
+    assert _all_pids(again) == _all_pids(kept)
+    assert all(server.alive() for server in again.servers())
+    with kept.standalone.client() as client:
         assert client.config_get("bind") == {"bind": "127.0.0.1"}
         assert client.config_get("save") == {"save": ""}
 
+
+def test_cluster_has_three_primaries_three_replicas_and_all_slots(kept):
+    roles = sorted(row["role"] for row in runtime.status(kept.folder))
+    assert roles == ["primary"] * 3 + ["replica"] * 3 + ["standalone"]
+    slots = runtime.client_slots(kept.cluster[0])
+    assert len(slots) == 3 and all(len(ports) == 2 for ports in slots)  # a primary and its replica per range
+    with kept.cluster[0].client() as client:
+        info = client.cluster("info")
+    assert info["cluster_state"] == "ok"
+    assert info["cluster_slots_assigned"] == info["cluster_slots_ok"] == "16384"
+
+
+def test_a_lease_never_stops_servers_that_were_already_kept(kept):
+    """`make lab` over servers started with `python -m course_lib up` leaves them running on exit."""
+    assert runtime.up(kept.folder, owner=os.getpid()).owners is None
+    assert runtime.release(os.getpid(), kept.folder) is False
+    assert all(server.alive() for server in kept.servers())
+
+
+def test_cli_up_env_and_status(kept):
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "course_lib", *args, "--runtime-dir", str(kept.folder)],
+                              capture_output=True, text=True, check=True).stdout
+
+    assert cli("up", "--env").splitlines() == [f"export COURSE_REDIS_URL={kept.redis_url}",
+                                                f"export COURSE_CLUSTER_URL={kept.cluster_url}"]
+    table = cli("status")
+    assert table.count(" primary ") == 3 and table.count(" replica ") == 3 and "False" not in table
+
+
+def test_down_stops_everything_and_leaves_no_process(folder):
+    stack = runtime.up(folder)
     assert runtime.down(folder) is True
     _assert_gone(_all_pids(stack))
     assert runtime.load(runtime.runtime_dir(folder)) is None
     assert runtime.down(folder) is False
-
-
-def test_cluster_has_three_primaries_three_replicas_and_all_slots(folder):
-    stack = runtime.up(folder)
-    rows = runtime.status(folder)
-    roles = sorted(row["role"] for row in rows)
-    assert roles == ["primary"] * 3 + ["replica"] * 3 + ["standalone"]
-
-    slots = runtime.client_slots(stack.cluster[0])
-    assert len(slots) == 3 and all(len(ports) == 2 for ports in slots)  # a primary and its replica per range
-    with stack.cluster[0].client() as client:
-        info = client.cluster("info")
-    assert info["cluster_state"] == "ok"
-    assert info["cluster_slots_assigned"] == info["cluster_slots_ok"] == "16384"
 
 
 def test_dead_standalone_is_replaced_and_the_healthy_cluster_kept(folder):
@@ -155,17 +181,3 @@ def test_cli_reports_errors_without_a_traceback(tmp_path):
     result = subprocess.run([sys.executable, "-m", "course_lib", "status", "--runtime-dir", str(tmp_path)],
                             capture_output=True, text=True)
     assert result.returncode == 1 and "python -m course_lib up" in result.stdout
-
-
-def test_cli_up_status_down(tmp_path):
-    def cli(*args):
-        return subprocess.run([sys.executable, "-m", "course_lib", *args, "--runtime-dir", str(tmp_path)],
-                              capture_output=True, text=True, check=True).stdout
-
-    try:
-        exports = cli("up", "--env")
-        assert exports.splitlines()[0].startswith("export COURSE_REDIS_URL=redis://127.0.0.1:")
-        table = cli("status")
-        assert table.count(" primary ") == 3 and table.count(" replica ") == 3 and "False" not in table
-    finally:
-        assert "Stopped" in cli("down")

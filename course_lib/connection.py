@@ -64,6 +64,20 @@ def server_url(setting: str = REDIS_URL_SETTING) -> tuple[str, str]:
     return (stack.redis_url if setting == REDIS_URL_SETTING else stack.cluster_url), "embedded"
 
 
+def _restarted_embedded(url: str, setting: str) -> bool:
+    """If `url` names an embedded server that died (a crash, a kill, a laptop asleep too long), run
+    `up` to replace it on the same port, so a re-run cell just works; True if that happened."""
+    from course_lib import runtime
+
+    def embedded_url(stack) -> str:
+        return stack.redis_url if setting == REDIS_URL_SETTING else stack.cluster_url
+
+    stack = runtime.load(runtime.runtime_dir())
+    if stack is None or embedded_url(stack) != url:
+        return False
+    return embedded_url(runtime.up(stack.folder)) == url
+
+
 def _advice(source: str) -> str:
     if source == "the url argument":
         return "Check the host and port, and that the server is running."
@@ -83,6 +97,8 @@ def _invalid_url(source: str, url: str, exc: Exception) -> CourseConnectionError
 def connect(url: str | None = None, **options) -> redis.Redis:
     """A client for the course's standalone server (or the server at `url`), checked with one PING.
 
+    If the configured server is an embedded one that has died, it is restarted on the same port first.
+
     Args:
         url: a server to use instead of the configured one, e.g. a scratch server's URL.
         **options: passed to `redis.Redis.from_url`, overriding the course defaults.
@@ -93,22 +109,35 @@ def connect(url: str | None = None, **options) -> redis.Redis:
     url, source = (url, "the url argument") if url else server_url(REDIS_URL_SETTING)
     settings = {"decode_responses": True, "protocol": 3, "retry": course_retry(),
                 "socket_connect_timeout": 2, **options}
-    try:
+
+    def attempt() -> redis.Redis:
         client = redis.Redis.from_url(url, **settings)
+        try:
+            client.ping()
+        except redis.RedisError:
+            client.close()
+            raise
+        return client
+
+    try:
+        try:
+            return attempt()
+        except redis.ConnectionError:
+            if not _restarted_embedded(url, REDIS_URL_SETTING):
+                raise
+            return attempt()
     except ValueError as exc:
         raise _invalid_url(source, url, exc) from None
-    try:
-        client.ping()
     except redis.RedisError as exc:
-        client.close()
         raise CourseConnectionError(
             f"Cannot reach the Redis server at {_redact(url)} (from {source}): {str(exc).rstrip('.')}. {_advice(source)}"
         ) from None
-    return client
 
 
 def connect_cluster(**options) -> RedisCluster:
     """A cluster client for the course's cluster; it learns every node from the one in the URL.
+
+    If the configured cluster is the embedded one and a node has died, it is rebuilt first.
 
     Args:
         **options: passed to `RedisCluster.from_url`, overriding the course defaults.
@@ -120,12 +149,17 @@ def connect_cluster(**options) -> RedisCluster:
     settings = {"decode_responses": True, "protocol": 3, "retry": course_retry(),
                 "socket_connect_timeout": 2, **options}
     try:
-        return RedisCluster.from_url(url, **settings)
+        try:
+            return RedisCluster.from_url(url, **settings)
+        except (RedisClusterException, redis.ConnectionError) as exc:
+            if "not enabled" in str(exc) or not _restarted_embedded(url, CLUSTER_URL_SETTING):
+                raise
+            return RedisCluster.from_url(url, **settings)
     except ValueError as exc:
         raise _invalid_url(source, url, exc) from None
     except (RedisClusterException, redis.RedisError) as exc:
         hint = ""
-        if "cluster" in str(exc).lower() and "enabled" in str(exc).lower():
+        if "not enabled" in str(exc):
             hint = f" The server answers but is not in cluster mode: point {source} at a cluster node."
         raise CourseConnectionError(
             f"Cannot use the cluster at {_redact(url)} (from {source}): {str(exc).rstrip('.')}.{hint} {_advice(source)}"

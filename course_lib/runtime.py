@@ -74,7 +74,8 @@ class Stack:
         """The environment settings that point `course_lib.connection` (and kernels) at this stack."""
         from course_lib.connection import CLUSTER_URL_SETTING, REDIS_URL_SETTING
 
-        return {REDIS_URL_SETTING: self.redis_url, CLUSTER_URL_SETTING: self.cluster_url}
+        return {REDIS_URL_SETTING: self.redis_url, CLUSTER_URL_SETTING: self.cluster_url,
+                RUNTIME_DIR_SETTING: str(self.folder)}
 
     def servers(self) -> list[Server]:
         return [self.standalone, *self.cluster]
@@ -196,11 +197,11 @@ def form_cluster(nodes: list[Server], timeout: float = CLUSTER_READY_TIMEOUT) ->
     wait_for(lambda: _cluster_ready(nodes), timeout, "cluster_state:ok with every replica linked")
 
 
-def _start_cluster(binary: ServerBinary, folder: Path) -> list[Server]:
+def _start_cluster(binary: ServerBinary, folder: Path, ports: list[int | None] | None = None) -> list[Server]:
     nodes: list[Server] = []
     try:
-        for _ in range(2 * PRIMARIES):
-            nodes.append(start_server(binary, folder / "cluster", cluster=True))
+        for port in ports or [None] * (2 * PRIMARIES):
+            nodes.append(start_server(binary, folder / "cluster", cluster=True, port=port))
         form_cluster(nodes)
         return nodes
     except BaseException:
@@ -242,13 +243,14 @@ def up(folder: str | os.PathLike | None = None, owner: int | None = None) -> Sta
             stack = Stack(engine=binary.label, binary=binary.path, standalone=standalone, cluster=cluster,
                           owners=None if owner is None else [], folder=path)
         else:
+            # Replacements take their predecessors' ports when free, so URLs already handed out stay valid.
             if not stack.standalone.alive():
                 stack.standalone.stop()
-                stack.standalone = start_server(binary, path / "standalone")
+                stack.standalone = start_server(binary, path / "standalone", port=stack.standalone.port)
             if not (all(node.alive() for node in stack.cluster) and _cluster_ready(stack.cluster)):
                 for node in stack.cluster:
                     node.stop()
-                stack.cluster = _start_cluster(binary, path)
+                stack.cluster = _start_cluster(binary, path, ports=[node.port for node in stack.cluster])
         stack.owners = _live_owners(stack.owners)
         if owner is not None:
             stack.owners = sorted({*(stack.owners or []), owner}) if stack.owners is not None else None

@@ -260,9 +260,24 @@ def server_args(binary: ServerBinary, port: int, node_dir: Path, cluster_bus_por
     return args
 
 
+def port_is_free(port: int) -> bool:
+    """True when a server could listen on 127.0.0.1:`port` now (a socket in TIME_WAIT does not count)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
 def start_server(binary: ServerBinary, parent_dir: Path, cluster: bool = False,
-                 config: dict[str, str] | None = None, attempts: int = 5) -> Server:
+                 config: dict[str, str] | None = None, attempts: int = 5, port: int | None = None) -> Server:
     """Start one daemonized server on a free loopback port and return once it answers PING.
+
+    Args:
+        port: try this port first, so a replacement keeps the address clients already know;
+            if it is taken, any free port is used.
 
     A port taken between choosing and binding (by anyone) is simply retried on another port.
 
@@ -270,8 +285,9 @@ def start_server(binary: ServerBinary, parent_dir: Path, cluster: bool = False,
         ServerError: the server would not start; the message quotes its log.
     """
     last_log = ""
-    for _ in range(attempts):
-        port = free_port()
+    preferred = port
+    for attempt in range(attempts):
+        port = preferred if attempt == 0 and preferred and port_is_free(preferred) else free_port()
         bus_port = free_port() if cluster else None
         node_dir = parent_dir / f"node-{port}"
         shutil.rmtree(node_dir, ignore_errors=True)

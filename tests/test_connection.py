@@ -1,5 +1,8 @@
 """connect() / connect_cluster(): the course's clients, and the errors a learner sees."""
 
+import os
+import signal
+
 import pytest
 
 from course_lib import connection
@@ -55,3 +58,21 @@ def test_unreachable_cluster_url(monkeypatch):
     monkeypatch.setenv("COURSE_CLUSTER_URL", f"redis://127.0.0.1:{free_port()}")
     with pytest.raises(CourseConnectionError, match="COURSE_CLUSTER_URL"):
         connect_cluster(retry=None)
+
+
+def test_an_embedded_server_killed_under_you_is_restarted_on_reconnect(tmp_path, monkeypatch):
+    from course_lib import runtime
+    from course_lib.servers import pid_alive, wait_for
+
+    folder = tmp_path / "runtime"
+    stack = runtime.up(folder)
+    try:
+        for name, value in stack.settings().items():
+            monkeypatch.setenv(name, value)
+        os.kill(stack.standalone.pid, signal.SIGKILL)
+        wait_for(lambda: not pid_alive(stack.standalone.pid), 10, "the killed server to exit")
+        client = connect()  # the URL a kernel was given still works: same port, new process
+        assert client.ping() and server_identity(client)[2] == "standalone"
+        assert runtime.load(folder).standalone.pid != stack.standalone.pid
+    finally:
+        runtime.down(folder)

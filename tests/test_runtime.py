@@ -74,7 +74,8 @@ def test_cli_up_env_and_status(kept):
                               capture_output=True, text=True, check=True).stdout
 
     assert cli("up", "--env").splitlines() == [f"export COURSE_REDIS_URL={kept.redis_url}",
-                                                f"export COURSE_CLUSTER_URL={kept.cluster_url}"]
+                                                f"export COURSE_CLUSTER_URL={kept.cluster_url}",
+                                                f"export COURSE_RUNTIME_DIR={kept.folder}"]
     table = cli("status")
     assert table.count(" primary ") == 3 and table.count(" replica ") == 3 and "False" not in table
 
@@ -93,6 +94,7 @@ def test_dead_standalone_is_replaced_and_the_healthy_cluster_kept(folder):
     _assert_gone([stack.standalone.pid])
     healed = runtime.up(folder)
     assert healed.standalone.alive() and healed.standalone.pid != stack.standalone.pid
+    assert healed.redis_url == stack.redis_url  # same port: URLs handed to kernels stay valid
     assert [n.pid for n in healed.cluster] == [n.pid for n in stack.cluster]
 
 
@@ -102,6 +104,7 @@ def test_cluster_with_a_dead_node_is_rebuilt(folder):
     healed = runtime.up(folder)
     assert all(node.alive() for node in healed.cluster)
     assert runtime._cluster_ready(healed.cluster)
+    assert healed.cluster_url == stack.cluster_url
     _assert_gone([node.pid for node in stack.cluster])  # the old nodes were stopped, not orphaned
 
 

@@ -1,9 +1,14 @@
 #!/bin/sh
-# Exit 0 only when the Redis Cluster is usable, as the nodes checked see it: each is in
-# cluster_state:ok, knows every node, counts the expected number of primaries, and (if it is a
-# replica) has its link to its primary up. Otherwise print the first problem found and exit 1.
+# Exit 0 only when the Redis Cluster is usable as each node checked sees it; otherwise print the
+# first problem found and exit 1. A node passes when it answers, is in cluster_state:ok, knows every
+# node, counts the expected number of primaries serving slots, has (if it is a replica) its link to
+# its primary up, and lists in CLUSTER SHARDS every node with no replica still "loading" (a replica
+# that has not synced yet is left out of CLUSTER SLOTS, so clients would not see it). A node another
+# one has marked failed is tolerated once its replica has taken over: that is a usable cluster.
 #
 # Usage: cluster-healthcheck.sh [PORT...]      (default: every port of CLUSTER_PORTS)
+#   docker-compose.yml gives each node its own port, and the cluster's owner service no port, so
+#   that service is healthy only while every node answers and agrees.
 #
 # Settings (environment), so the same script serves docker-compose.yml and the tests:
 #   CLUSTER_HOST      address of the nodes                  (default 127.0.0.1)
@@ -69,6 +74,28 @@ for port in "$@"; do
             echo "$node: replica whose link to its primary is '${link:-unknown}'"
             exit 1
         fi
+    fi
+    # CLUSTER SHARDS, flattened by redis-cli into one line per value: "role" and "health" lines are
+    # followed by their values (health: online, loading or fail).
+    if ! shards=$($cli -h "$host" -p "$port" cluster shards 2>&1); then
+        echo "$node: no answer to CLUSTER SHARDS ($shards)"
+        exit 1
+    fi
+    if ! problem=$(printf '%s\n' "$shards" | tr -d '\r' | awk -v nodes="$nodes" -v primaries="$primaries" '
+        previous == "role" { role = $0 }
+        previous == "health" {
+            listed++
+            if ($0 == "loading") loading++
+            else if ($0 == "online" && role == "master") live++
+        }
+        { previous = $0 }
+        END {
+            if (listed != nodes) { printf "lists %d nodes in CLUSTER SHARDS, expected %d\n", listed, nodes; exit 1 }
+            if (loading) { printf "%d replica(s) not synced yet (health: loading)\n", loading; exit 1 }
+            if (live != primaries) { printf "sees %d live primaries in CLUSTER SHARDS, expected %d\n", live, primaries; exit 1 }
+        }'); then
+        echo "$node: $problem"
+        exit 1
     fi
 done
 echo "cluster ok: $nodes nodes, $primaries primaries (checked $*)"

@@ -12,7 +12,7 @@
 #   CLUSTER_HOST          address of the nodes                   (default 127.0.0.1)
 #   CLUSTER_PORTS         client ports of the nodes              (default "7001 7002 7003 7004 7005 7006")
 #   CLUSTER_REPLICAS      replicas per primary                   (default 1)
-#   CLUSTER_INIT_TIMEOUT  seconds to wait for the nodes to answer, then for the cluster to be ok (default 60)
+#   CLUSTER_INIT_TIMEOUT  seconds for it all: nodes answering, creation, cluster ok (default 60)
 #   REDIS_CLI             redis-cli command                      (default redis-cli)
 #   REDISCLI_AUTH         password, if the nodes need one (read by redis-cli itself)
 #
@@ -99,9 +99,16 @@ else
             addresses="$addresses $host:$port"
         done
         say "creating the cluster:$addresses, $CLUSTER_REPLICAS replica(s) per primary"
+        # redis-cli waits for the nodes to join with no limit of its own (forever if, say, they
+        # announce an address they cannot reach each other on): bound it by what is left of ours.
+        bounded=""
+        if command -v timeout >/dev/null 2>&1; then
+            left=$((deadline - $(date +%s)))
+            bounded="timeout $((left > 1 ? left : 1))"
+        fi
         # shellcheck disable=SC2086 # one argument per address
-        if ! $cli --cluster create $addresses --cluster-replicas "$CLUSTER_REPLICAS" --cluster-yes; then
-            say "redis-cli --cluster create failed (see above)" >&2
+        if ! $bounded $cli --cluster create $addresses --cluster-replicas "$CLUSTER_REPLICAS" --cluster-yes; then
+            say "redis-cli --cluster create failed or did not finish within ${timeout}s (see above)" >&2
             exit 1
         fi
     else
@@ -113,12 +120,13 @@ until_ok "cluster_state:ok on every node with every replica linked" sh "$healthc
 say "$last"
 
 if [ "$stay" = yes ]; then
+    # Idle in `wait`, which a trapped signal interrupts at once (a foreground sleep would delay it).
+    # The trap stops the latest sleep ($!, set before the trap exists), so nothing outlives the script.
+    sleep 3600 &
+    trap 'kill $! 2>/dev/null; exit 0' TERM INT HUP
     say "staying up (idle) until stopped"
-    idle=""
-    trap 'kill "$idle" 2>/dev/null; exit 0' TERM INT HUP
     while :; do
+        wait $!
         sleep 3600 &
-        idle=$!
-        wait "$idle"
     done
 fi

@@ -16,7 +16,7 @@ touches must live in the same hash slot, so give those keys a common `{hash tag}
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 
 # -- strings: counters ---------------------------------------------------------------------------
@@ -115,12 +115,13 @@ def ack_job(client, processing: str, job: str) -> bool:
 def requeue_unacked(client, processing: str, queue: str) -> int:
     """Move every job left in `processing` back to the consumer end of `queue`; returns how many.
 
-    Command: LMOVE processing queue RIGHT RIGHT, one job per call, each move atomic. Run it only
+    Command: LMOVE processing queue LEFT RIGHT, one job per call, each move atomic. Taking the newest
+    claim first and putting each at the consumer end keeps the jobs in their original order. Run it only
     when the workers that own `processing` are known to be dead (at start-up, or per worker with
     one processing list each), or a job still being worked on runs twice.
     """
     moved = 0
-    while client.lmove(processing, queue, "RIGHT", "RIGHT") is not None:
+    while client.lmove(processing, queue, "LEFT", "RIGHT") is not None:
         moved += 1
     return moved
 

@@ -32,7 +32,7 @@ ORDERS = 500_000
 SEED = 2024
 COUNTRIES = ("BR", "DE", "FR", "IN", "JP", "KR", "NG", "US")
 
-_REPORT = """
+REPORT_SQL = """
 WITH totals AS (
     SELECT user_id, COUNT(*) AS orders, SUM(amount_cents) AS spent_cents FROM orders GROUP BY user_id
 )
@@ -147,7 +147,7 @@ class Shop:
         It aggregates every order (no index on `orders.user_id`: a full scan and a sort), about
         0.1-0.2 s on a laptop. None if there is no such user.
         """
-        rows = self._execute(_REPORT, (user_id,))
+        rows = self._execute(REPORT_SQL, (user_id,))
         if not rows:
             return None
         fields = ("id", "name", "country", "orders", "spent_cents", "rank")

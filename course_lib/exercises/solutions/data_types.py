@@ -1,0 +1,21 @@
+"""Reference solutions to chapter 01's exercises (the notebook's stubs, solved)."""
+
+from __future__ import annotations
+
+
+def top_scores(client, board, n):
+    """ZRANGE board 0 n-1 REV WITHSCORES: Redis picks and orders the top n in O(log N + n)."""
+    return [(member, score) for member, score in client.zrange(board, 0, n - 1, desc=True, withscores=True)]
+
+
+def capped_log(client, log, entry, keep):
+    """LPUSH then LTRIM 0 keep-1, in one MULTI/EXEC round trip."""
+    with client.pipeline(transaction=True) as pipe:
+        pipe.lpush(log, entry)
+        pipe.ltrim(log, 0, keep - 1)
+        pipe.execute()
+
+
+def add_to_cart(client, cart, item, quantity):
+    """HINCRBY: the server adds atomically, so concurrent shoppers never lose an update."""
+    return client.hincrby(cart, item, quantity)

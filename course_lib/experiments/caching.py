@@ -1,0 +1,315 @@
+"""Measured experiments of chapter 02, each `run_*(...) -> pandas.DataFrame`, and the workload lab widget.
+
+- `run_hit_vs_query`: the slow SQLite query vs a cache-aside hit vs a client-side (tracked) hit;
+- `run_workload`: a skewed (Zipf) stream of requests through `cache_aside`: hit rate, queries saved;
+- `run_stampede`: N concurrent misses on one key, with and without the per-key lock;
+- `run_keys_vs_scan`: PING latency another client sees while KEYS, or SCAN, walks a large keyspace;
+- `run_eviction`: the same workload on servers limited by `maxmemory`, one per eviction policy;
+- `workload_widget`: the lab, sliders over TTL, skew, policy and request count.
+
+Keys written on the course server: `course:caching:<namespace>:<id>` (strings, JSON) and the
+stampede lock `course:caching:lock:<namespace>:<id>`. KEYS vs SCAN and eviction run on private
+scratch servers (`course_lib.servers.scratch_server`), so the shared server stays small and its
+configuration untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+import threading
+import time
+from typing import Iterable
+
+import pandas as pd
+import redis
+
+from course_lib.caching import TrackingCache, cache_aside, cache_aside_locked
+from course_lib.keys import delete_prefix, key
+from course_lib.measure import latencies, percentile, summary_ms
+from course_lib.sample_db import Shop
+from course_lib.servers import ServerError, find_binary, scratch_server
+
+POLICIES = ("noeviction", "allkeys-lru", "allkeys-lfu")
+
+
+def run_hit_vs_query(client, shop: Shop, user_id: int = 42, query_samples: int = 5, hit_samples: int = 2000) -> pd.DataFrame:
+    """Latency of the slow query, of a cache-aside hit (GET + JSON) and of a client-side hit.
+
+    Returns:
+        One row per way of getting the report: samples, median, p95, p99 and max in milliseconds.
+    """
+    report = cache_aside(client, "hitlab")(shop.customer_report)
+    report.invalidate(user_id)
+    rows = [{"path": "SQLite query", "samples": query_samples,
+             **summary_ms(latencies(lambda: shop.customer_report(user_id), query_samples, warmup=1))}]
+    report(user_id)
+    rows.append({"path": "cache-aside hit (GET + JSON)", "samples": hit_samples,
+                 **summary_ms(latencies(lambda: report(user_id), hit_samples))})
+    with TrackingCache(client) as local:
+        name = report.key(user_id)
+        rows.append({"path": "client-side hit (local memory)", "samples": hit_samples,
+                     **summary_ms(latencies(lambda: json.loads(local.get(name)), hit_samples))})
+    report.invalidate(user_id)
+    return pd.DataFrame(rows).set_index("path")
+
+
+def zipf_requests(ids: int, requests: int, skew: float, seed: int) -> list[int]:
+    """`requests` ids drawn from 1..`ids`, the id of rank k with weight 1/k**skew (Zipf-like).
+
+    `skew` 0 is uniform; around 1 a few ids get most requests, as pages and products do. Which
+    ids are popular is shuffled by the same seeded generator: the result depends on the seed only.
+    """
+    rng = random.Random(seed)
+    population = list(range(1, ids + 1))
+    rng.shuffle(population)
+    weights = [1 / rank ** skew for rank in range(1, ids + 1)]
+    return rng.choices(population, weights, k=requests)
+
+
+def run_workload(client, shop: Shop, requests: int = 10_000, ids: int = 10_000, skew: float = 1.0,
+                 ttl: float = 3600.0, seed: int = 7, namespace: str = "lab") -> pd.DataFrame:
+    """Serve a Zipf stream of user lookups through `cache_aside`, starting from an empty cache.
+
+    Returns:
+        One row per request: `user_id`, `hit` (no database query was needed) and `latency_ms`.
+        With a TTL longer than the run the hits are a pure function of the seed.
+    """
+    delete_prefix(client, key("caching", namespace) + ":")
+    user = cache_aside(client, namespace, ttl=ttl, jitter=0)(shop.user)
+    rows = []
+    for user_id in zipf_requests(ids, requests, skew, seed):
+        queries = shop.queries
+        start = time.perf_counter()
+        user(user_id)
+        rows.append((user_id, shop.queries == queries, (time.perf_counter() - start) * 1000))
+    delete_prefix(client, key("caching", namespace) + ":")
+    return pd.DataFrame(rows, columns=["user_id", "hit", "latency_ms"])
+
+
+def summarize(frame: pd.DataFrame) -> pd.DataFrame:
+    """Requests, database queries without and with the cache, the reduction and the hit rate."""
+    requests = len(frame)
+    hits = int(frame["hit"].sum())
+    return pd.DataFrame([{
+        "requests": requests,
+        "db queries without cache": requests,
+        "db queries with cache": requests - hits,
+        "db load reduction %": round(100 * hits / requests, 1) if requests else 0.0,
+        "hit rate %": round(100 * hits / requests, 1) if requests else 0.0,
+    }])
+
+
+def run_stampede(client, shop: Shop, concurrency: int = 10, user_id: int = 7) -> pd.DataFrame:
+    """`concurrency` threads miss the same cold key at once, with plain and with locked cache-aside.
+
+    The threads start together on a barrier and are all joined. Returns one row per variant:
+    how many database queries the misses caused, and the wall time of the burst.
+    """
+    rows = []
+    for label, decorator in (("plain cache-aside", cache_aside), ("with per-key lock", cache_aside_locked)):
+        report = decorator(client, "stampede")(shop.customer_report)
+        report.invalidate(user_id)
+        barrier = threading.Barrier(concurrency)
+
+        def request() -> None:
+            barrier.wait(timeout=30)
+            report(user_id)
+
+        threads = [threading.Thread(target=request) for _ in range(concurrency)]
+        queries = shop.queries
+        start = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        rows.append({"variant": label, "concurrent misses": concurrency,
+                     "db queries": shop.queries - queries, "seconds": time.perf_counter() - start})
+        report.invalidate(user_id)
+    return pd.DataFrame(rows).set_index("variant")
+
+
+def ping_loop(port: int) -> None:
+    """PING `port` back to back until a line arrives on stdin; then print the samples as JSON.
+
+    Runs in a process of its own (see `run_keys_vs_scan`): a thread of the measuring process
+    would also measure how long it waits for Python's GIL. Prints `ready` once connected, then
+    `[[monotonic start, seconds], ...]`.
+    """
+    stop = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.readline(), stop.set()), daemon=True).start()
+    samples = []
+    with redis.Redis(host="127.0.0.1", port=port) as other:
+        other.ping()
+        print("ready", flush=True)
+        while not stop.is_set():
+            start = time.monotonic()
+            other.ping()
+            samples.append((start, time.monotonic() - start))
+    print(json.dumps(samples), flush=True)
+
+
+def run_keys_vs_scan(keys: int = 500_000, batch: int = 1000, repeat_for: float = 1.0) -> pd.DataFrame:
+    """PING latency another client sees while KEYS, then SCAN, looks for 10 keys among `keys` others.
+
+    On a private scratch server: DEBUG POPULATE fills it (loopback only, enabled on course
+    servers), ten `course:caching:user:42:*` keys are added, and each method looks for them the
+    way the guide's bulk invalidation does. Both walk the whole keyspace; KEYS in one command,
+    SCAN in `batch`-sized steps that let other clients' commands run in between.
+
+    Returns:
+        One row per method: keys found, one walk's duration, PINGs measured, PING p99 and max (ms).
+    """
+    pattern = key("caching", "user", 42, "*")
+    methods = {"KEYS": lambda: admin.keys(pattern),
+               f"SCAN (COUNT {batch})": lambda: list(admin.scan_iter(match=pattern, count=batch))}
+    windows = {}
+    with scratch_server() as server, server.client() as admin:
+        admin.execute_command("DEBUG", "POPULATE", keys, key("caching", "page"), 10)
+        admin.mset({key("caching", "user", 42, part): "cached" for part in range(10)})
+        command = [sys.executable, "-c", f"from course_lib.experiments.caching import ping_loop; ping_loop({server.port})"]
+        with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as pinger:
+            try:
+                if pinger.stdout.readline().strip() != "ready":
+                    raise RuntimeError("the PING process did not start; run ping_loop by hand to see why")
+                for method, walk in methods.items():
+                    runs, start = 0, time.monotonic()
+                    while runs == 0 or time.monotonic() - start < repeat_for:
+                        found = walk()
+                        runs += 1
+                    windows[method] = (start, time.monotonic(), runs, len(found))
+            finally:
+                samples, _ = pinger.communicate("stop\n", timeout=60)
+        samples = json.loads(samples)
+        keyspace = admin.dbsize()
+    rows = []
+    for method, (start, end, runs, found) in windows.items():
+        pings = [seconds for sent, seconds in samples if start <= sent < end]
+        rows.append({"method": method, "keyspace": keyspace, "found": found, "walk_ms": (end - start) / runs * 1000,
+                     "pings": len(pings), "ping_p99_ms": percentile(pings, 99) * 1000,
+                     "ping_max_ms": max(pings) * 1000})
+    return pd.DataFrame(rows).set_index("method")
+
+
+def serve_bounded(client, shop: Shop, request_ids: Iterable[int], value_bytes: int = 1000,
+                  ttl: float = 3600.0, namespace: str = "evict") -> pd.DataFrame:
+    """Cache-aside over a server that may be full: a rejected write (OOM) is served from the database.
+
+    Each cached value is the user's row padded to `value_bytes` (think of a rendered profile).
+
+    Returns:
+        One row per request: `user_id`, `hit`, `rejected` (SET refused: maxmemory with noeviction)
+        and `latency_ms`.
+    """
+    rows = []
+    for user_id in request_ids:
+        name = key("caching", namespace, user_id)
+        start = time.perf_counter()
+        hit = client.get(name) is not None
+        rejected = False
+        if not hit:
+            value = json.dumps({**(shop.user(user_id) or {}), "page": "x" * value_bytes})
+            try:
+                client.set(name, value, px=round(ttl * 1000))
+            except redis.exceptions.OutOfMemoryError:
+                rejected = True  # the cache is full and may not evict: the request still succeeds
+        rows.append((user_id, hit, rejected, (time.perf_counter() - start) * 1000))
+    return pd.DataFrame(rows, columns=["user_id", "hit", "rejected", "latency_ms"])
+
+
+def shifting_requests(ids: int, requests: int, skew: float, seed: int) -> list[int]:
+    """Two Zipf halves with different popular ids: what was hot in the morning is not hot in the afternoon."""
+    return (zipf_requests(ids, requests // 2, skew, seed)
+            + zipf_requests(ids, requests - requests // 2, skew, seed + 1))
+
+
+def run_eviction(shop: Shop, policies: Iterable[str] = POLICIES, cache_kb: int = 1024, requests: int = 6000,
+                 ids: int = 4000, skew: float = 1.0, value_bytes: int = 1000, seed: int = 11,
+                 ttl: float = 3600.0) -> pd.DataFrame:
+    """The same shifting workload against one fresh scratch server per `maxmemory-policy`.
+
+    Each server gets `maxmemory` = its memory in use when empty + `cache_kb`, so every engine has
+    room for roughly the same number of entries.
+
+    Returns:
+        One row per policy: hit rate, rejected writes, evicted keys, keys held at the end.
+
+    Raises:
+        ServerError: no server binary (the course points at an external server only).
+    """
+    request_ids = shifting_requests(ids, requests, skew, seed)
+    binary = find_binary()
+    rows = []
+    for policy in policies:
+        with scratch_server(config={"maxmemory-policy": policy}, binary=binary) as server, server.client() as cache:
+            cache.config_set("maxmemory", cache.info("memory")["used_memory"] + cache_kb * 1024)
+            frame = serve_bounded(cache, shop, request_ids, value_bytes, ttl)
+            rows.append({"policy": policy, "requests": len(frame),
+                         "hit rate %": round(100 * frame["hit"].mean(), 1),
+                         "rejected writes": int(frame["rejected"].sum()),
+                         "evicted keys": int(cache.info("stats")["evicted_keys"]),
+                         "keys held": cache.dbsize()})
+    return pd.DataFrame(rows).set_index("policy")
+
+
+def workload_widget(client, shop: Shop):
+    """The workload lab: TTL, skew, cache size and policy, request count -> hit rate, queries saved, latencies.
+
+    "no limit" runs `run_workload` on the course server; a policy runs `serve_bounded` on a
+    scratch server limited to the chosen size. Nothing runs until the button is pressed.
+    """
+    import ipywidgets as w
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    style = {"description_width": "11em"}
+    layout = w.Layout(width="34em")
+    ttl = w.FloatLogSlider(value=60, base=10, min=-2, max=2, description="TTL (s)", style=style, layout=layout)
+    skew = w.FloatSlider(value=1.0, min=0.0, max=1.5, step=0.1, description="popularity skew", style=style, layout=layout)
+    policy = w.Dropdown(options=("no limit",) + POLICIES, value="no limit", description="maxmemory policy",
+                        style=style, layout=layout)
+    cache_kb = w.IntSlider(value=1024, min=256, max=8192, step=256, description="cache size (KB)", style=style,
+                           layout=layout)
+    requests = w.IntSlider(value=5000, min=500, max=20_000, step=500, description="requests", style=style, layout=layout)
+    run = w.Button(description="Run", button_style="primary")
+    out = w.Output()
+
+    def on_run(_) -> None:
+        out.clear_output()
+        with out:
+            print("running...")
+        try:
+            frame, where = _lab_run(client, shop, ttl.value, skew.value, policy.value, cache_kb.value, requests.value)
+        except ServerError as exc:
+            out.clear_output()
+            with out:
+                print(f"This policy needs a private server and none can be started here: {exc}")
+            return
+        out.clear_output()
+        with out:
+            print(f"{requests.value} requests, {where}")
+            display(summarize(frame))
+            fig, ax = plt.subplots(figsize=(7, 3))
+            bins = [x / 100 for x in range(0, 101)]
+            for hit, label in ((True, "hits"), (False, "misses")):
+                part = frame.loc[frame["hit"] == hit, "latency_ms"].clip(upper=1.0)
+                ax.hist(part, bins=bins, alpha=0.6, label=f"{label} ({len(part)})")
+            ax.set_xlabel("latency (ms, 1 ms = 1 ms or more)")
+            ax.set_ylabel("requests")
+            ax.legend()
+            plt.show()
+
+    run.on_click(on_run)
+    return w.VBox([ttl, skew, policy, cache_kb, requests, run, out])
+
+
+def _lab_run(client, shop: Shop, ttl: float, skew: float, policy: str, cache_kb: int,
+             requests: int) -> tuple[pd.DataFrame, str]:
+    if policy == "no limit":
+        return run_workload(client, shop, requests, skew=skew, ttl=ttl, seed=7), "course server, no memory limit"
+    with scratch_server(config={"maxmemory-policy": policy}) as server, server.client() as cache:
+        cache.config_set("maxmemory", cache.info("memory")["used_memory"] + cache_kb * 1024)
+        frame = serve_bounded(cache, shop, zipf_requests(10_000, requests, skew, 7), ttl=ttl)
+    return frame, f"scratch server, maxmemory {cache_kb} KB over empty, {policy}"

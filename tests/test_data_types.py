@@ -1,0 +1,428 @@
+"""Chapter 01: the data-type patterns, its experiments and widgets, and its exercise checkers, on real servers."""
+
+import threading
+import time
+
+import ipywidgets as widgets
+import pandas as pd
+import pytest
+
+from course_lib import data_types as dt
+from course_lib.exercises import evaluate
+from course_lib.exercises import data_types as ex
+from course_lib.exercises.solutions import data_types as solutions
+from course_lib.experiments import data_types as exp
+from course_lib.keys import hash_tag, key
+
+
+def k(*parts):
+    return key("data_types", "test", *parts)
+
+
+# -- counters ------------------------------------------------------------------------------------
+
+def test_increment_counts_from_zero_and_by_steps(r):
+    assert dt.increment(r, k("views")) == 1
+    assert dt.increment(r, k("views"), by=10) == 11
+    assert r.get(k("views")) == "11"
+
+
+def test_increment_unsafely_is_right_when_alone(r):
+    assert dt.increment_unsafely(r, k("views")) == 1
+    assert dt.increment_unsafely(r, k("views"), by=4) == 5
+
+
+def test_counter_race_loses_updates_with_get_set_and_none_with_incr(r):
+    table = exp.run_counter_race(r, threads=4, increments=200).set_index("method")
+    assert list(table["expected"]) == [800, 800]
+    assert table.loc["INCR", "lost"] == 0
+    assert table.loc["GET + SET", "lost"] > 0
+    assert r.get(key("data_types", "race", "incr")) == "800"
+
+
+def test_counter_race_reraises_a_thread_error(r):
+    with pytest.raises(ValueError):
+        exp._hammer(r, k("bad"), lambda client, name: int("not a number"), threads=2, increments=1)
+
+
+# -- hashes --------------------------------------------------------------------------------------
+
+def test_save_profile_updates_one_field_and_keeps_the_rest(r):
+    assert dt.save_profile(r, k("user", 1), {"name": "Alice", "email": "a@example.com", "role": "admin"}) == 3
+    assert dt.save_profile(r, k("user", 1), {"role": "superadmin"}) == 0
+    assert dt.load_profile(r, k("user", 1)) == {"name": "Alice", "email": "a@example.com", "role": "superadmin"}
+    assert dt.load_profile(r, k("user", 2)) == {}
+
+
+def test_save_profile_needs_a_field(r):
+    with pytest.raises(ValueError, match="at least one field"):
+        dt.save_profile(r, k("user", 1), {})
+
+
+def test_one_hash_uses_less_memory_than_many_string_keys(r):
+    table = exp.run_hash_vs_strings(r, fields=100).set_index("layout")
+    assert table.loc["one hash", "memory_bytes"] < table.loc["100 string keys", "memory_bytes"]
+    assert list(table["keys"]) == [1, 100]
+    assert r.hlen(key("data_types", "memory", "user")) == 100
+
+
+# -- lists ---------------------------------------------------------------------------------------
+
+def test_log_activity_keeps_the_newest_entries_first(r):
+    for i in range(7):
+        dt.log_activity(r, k("log"), f"e{i}", keep=3)
+        assert r.llen(k("log")) == min(i + 1, 3)
+    assert dt.recent_activity(r, k("log")) == ["e6", "e5", "e4"]
+    assert dt.recent_activity(r, k("log"), count=2) == ["e6", "e5"]
+
+
+def test_log_activity_rejects_a_cap_below_one(r):
+    with pytest.raises(ValueError, match="at least 1"):
+        dt.log_activity(r, k("log"), "e", keep=0)
+
+
+def test_reliable_queue_is_fifo_and_parks_claimed_jobs(r):
+    queue, processing = k("jobs"), k("jobs", "processing")
+    r.lpush(queue, "job1", "job2", "job3")
+    assert dt.claim_job(r, queue, processing, timeout=1) == "job1"
+    assert r.lrange(processing, 0, -1) == ["job1"]
+    assert dt.ack_job(r, processing, "job1") is True
+    assert dt.ack_job(r, processing, "job1") is False
+    assert r.llen(processing) == 0
+
+
+def test_claim_job_waits_a_bounded_time_on_an_empty_queue(r):
+    started = time.monotonic()
+    assert dt.claim_job(r, k("jobs"), k("jobs", "processing"), timeout=0.2) is None
+    assert 0.1 < time.monotonic() - started < 5
+
+
+def test_claim_job_wakes_up_when_a_job_arrives(r):
+    pusher = threading.Timer(0.1, lambda: r.lpush(k("jobs"), "late"))
+    pusher.start()
+    try:
+        assert dt.claim_job(r, k("jobs"), k("jobs", "processing"), timeout=5) == "late"
+    finally:
+        pusher.join(timeout=5)
+
+
+def test_claim_job_refuses_to_block_forever(r):
+    with pytest.raises(ValueError, match="block forever"):
+        dt.claim_job(r, k("jobs"), k("jobs", "processing"), timeout=0)
+
+
+def test_requeue_unacked_puts_a_dead_workers_jobs_back_first_in_line(r):
+    queue, processing = k("jobs"), k("jobs", "processing")
+    r.lpush(queue, "job1", "job2", "job3")
+    dt.claim_job(r, queue, processing, timeout=1)
+    dt.claim_job(r, queue, processing, timeout=1)  # the worker dies holding job1 and job2
+    assert dt.requeue_unacked(r, processing, queue) == 2
+    assert r.llen(processing) == 0
+    assert [dt.claim_job(r, queue, processing, timeout=1) for _ in range(3)] == ["job1", "job2", "job3"]
+
+
+def test_reliable_queue_works_on_a_cluster_with_a_hash_tag(rc):
+    queue = key("data_types", hash_tag("jobs"), "pending")
+    processing = key("data_types", hash_tag("jobs"), "processing")
+    rc.lpush(queue, "a", "b")
+    assert dt.claim_job(rc, queue, processing, timeout=1) == "a"
+    assert dt.requeue_unacked(rc, processing, queue) == 1
+    assert dt.claim_job(rc, queue, processing, timeout=1) == "a"
+    assert dt.ack_job(rc, processing, "a") is True
+
+
+# -- sets ----------------------------------------------------------------------------------------
+
+def test_tag_index_both_ways(r):
+    index = k("blog")
+    assert dt.tag_post(r, index, "42", "typescript", "nodejs", "redis") == 3
+    assert dt.tag_post(r, index, "42", "typescript") == 0  # duplicate ignored
+    dt.tag_post(r, index, "43", "python", "redis", "nodejs")
+    assert dt.shared_tags(r, index, "42", "43") == ["nodejs", "redis"]
+    assert dt.posts_tagged(r, index, "redis") == ["42", "43"]
+    assert dt.posts_tagged(r, index, "redis", "python") == ["43"]
+    assert dt.posts_tagged(r, index, "go") == []
+
+
+def test_tag_post_needs_a_tag(r):
+    with pytest.raises(ValueError, match="at least one tag"):
+        dt.tag_post(r, k("blog"), "42")
+
+
+def test_tag_index_works_on_a_cluster_with_a_hash_tag(rc):
+    index = key("data_types", hash_tag("blog"))
+    dt.tag_post(rc, index, "1", "a", "b")
+    dt.tag_post(rc, index, "2", "b", "c")
+    assert dt.shared_tags(rc, index, "1", "2") == ["b"]
+    assert dt.posts_tagged(rc, index, "b") == ["1", "2"]
+
+
+# -- sorted sets ---------------------------------------------------------------------------------
+
+@pytest.fixture
+def board(r):
+    name = k("board")
+    r.zadd(name, {"alice": 2350, "bob": 1800, "charlie": 2100, "dave": 2100, "erin": 900})
+    return name
+
+
+def test_top_is_best_first_with_ties_in_reverse_name_order(r, board):
+    assert dt.top(r, board, 3) == [("alice", 2350.0), ("dave", 2100.0), ("charlie", 2100.0)]
+    assert len(dt.top(r, board, 10)) == 5
+
+
+def test_add_points_and_place(r, board):
+    assert dt.add_points(r, board, "bob", 50) == 1850.0
+    assert dt.add_points(r, board, "newbie", 5) == 5.0
+    assert dt.place(r, board, "alice") == 1
+    assert dt.place(r, board, "newbie") == 6
+    assert dt.place(r, board, "nobody") is None
+
+
+def test_around_shows_neighbours_and_clips_at_the_top(r, board):
+    assert dt.around(r, board, "charlie", radius=1) == [(2, "dave", 2100.0), (3, "charlie", 2100.0), (4, "bob", 1800.0)]
+    assert dt.around(r, board, "alice", radius=2) == [(1, "alice", 2350.0), (2, "dave", 2100.0), (3, "charlie", 2100.0)]
+    assert dt.around(r, board, "nobody") == []
+
+
+# -- the cost experiment -------------------------------------------------------------------------
+
+def test_run_command_cost_measures_every_operation_and_cleans_up(r):
+    calls = []
+    table = exp.run_command_cost(r, sizes=(100, 1_000), samples=3, progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(1, 3), (2, 3), (3, 3)]
+    assert list(table.columns) == ["operation", "complexity", "n", "samples", "median_ms", "p95_ms"]
+    assert len(table) == len(exp.COST_OPERATIONS) * 2
+    assert (table["median_ms"] > 0).all()
+    assert list(r.scan_iter(match="course:data_types:cost:*")) == []
+
+
+def test_growth_divides_largest_by_smallest_n():
+    table = pd.DataFrame({"operation": ["A", "A", "B", "B"], "n": [1000, 10, 10, 1000], "median_ms": [4.0, 2.0, 1.0, 1.5]})
+    assert exp.growth(table).to_dict() == {"A": 2.0, "B": 1.5}
+
+
+def test_o1_stays_flat_while_on_grows(r):
+    ratios = exp.growth(exp.run_command_cost(r, sizes=(100, 100_000), samples=100, slow_samples=5))
+    assert 1 / 3 < ratios["SISMEMBER"] < 3
+    assert 1 / 3 < ratios["ZRANK"] < 3
+    assert ratios["LPOS"] >= 4
+    assert ratios["HGETALL + sort"] >= 50
+
+
+def test_plots_are_figures(r):
+    table = pd.DataFrame({"operation": ["ZRANK"] * 2, "complexity": ["O(log N)"] * 2, "n": [10, 100], "median_ms": [0.1, 0.1]})
+    assert exp.plot_command_cost(table).axes[0].get_xscale() == "log"
+    simulation = exp.run_queue_simulation(r, k("q"), 2, 1, 5)
+    assert exp.plot_queue(simulation).axes[0].get_ylabel() == "jobs waiting (LLEN)"
+
+
+# -- the queue simulation ------------------------------------------------------------------------
+
+def test_queue_grows_by_the_rate_difference_on_real_redis(r):
+    sim = exp.run_queue_simulation(r, k("q"), producer_rate=12, consumer_rate=10, seconds=30)
+    assert list(sim["queue_length"]) == [2 * s for s in range(1, 31)]
+    assert sim["wait_s"].iloc[-1] == 6.0
+    assert r.llen(k("q")) == 60
+    assert (r.lindex(k("q"), -1), r.lindex(k("q"), 0)) == ("job:300", "job:359")  # consumed oldest first
+
+
+def test_queue_drains_once_the_producer_stops(r):
+    sim = exp.run_queue_simulation(r, k("q"), producer_rate=30, consumer_rate=10, seconds=20, produce_for=5)
+    assert sim["queue_length"].max() == 100
+    assert list(sim["queue_length"].iloc[4:]) == [100, 90, 80, 70, 60, 50, 40, 30, 20, 10] + [0] * 6
+    assert sim["consumed"].sum() == 150
+
+
+def test_queue_without_consumer_waits_forever(r):
+    sim = exp.run_queue_simulation(r, k("q"), producer_rate=3, consumer_rate=0, seconds=4)
+    assert list(sim["queue_length"]) == [3, 6, 9, 12]
+    assert sim["wait_s"].iloc[-1] == float("inf")
+
+
+def test_queue_simulation_rejects_negative_rates(r):
+    with pytest.raises(ValueError, match="negative"):
+        exp.run_queue_simulation(r, k("q"), -1, 1, 5)
+
+
+# -- widgets: call their callbacks the way a click does --------------------------------------------
+
+def find(widget, kind, description=None):
+    """The first widget of `kind` (and `description`) inside a widget tree."""
+    if isinstance(widget, kind) and description in (None, getattr(widget, "description", None)):
+        return widget
+    for child in getattr(widget, "children", ()):
+        found = find(child, kind, description)
+        if found is not None:
+            return found
+    return None
+
+
+def test_leaderboard_widget_click_adds_points_in_redis(r, board):
+    view = exp.leaderboard_widget(r, board)
+    find(view, widgets.Button).click()
+    assert r.zscore(board, "you") == 100.0
+    find(view, widgets.Text).value = "erin"
+    find(view, widgets.IntSlider).value = 1000
+    find(view, widgets.Button).click()
+    assert r.zscore(board, "erin") == 1900.0
+    assert find(view, widgets.Label).value == "erin: 1900 points, place 4"
+
+
+def test_leaderboard_widget_ignores_an_empty_name(r, board):
+    view = exp.leaderboard_widget(r, board)
+    find(view, widgets.Text).value = "  "
+    find(view, widgets.Button).click()
+    assert r.zcard(board) == 5
+    assert find(view, widgets.Label).value == "Type a player name first."
+
+
+def test_queue_simulator_widget_runs_on_redis(r):
+    view = exp.queue_simulator_widget(r, k("q"))
+    find(view, widgets.IntSlider, "seconds").value = 20
+    find(view, widgets.IntSlider, "produce for").value = 20
+    find(view, widgets.Button).click()
+    assert r.llen(k("q")) == 40
+    assert find(view, widgets.Label).value == "After 20 s: 40 jobs waiting, longest backlog 40 jobs"
+
+
+def test_command_cost_widget_shows_progress_and_cleans_up(r):
+    view = exp.command_cost_widget(r)
+    find(view, widgets.SelectionSlider).value = 1_000
+    find(view, widgets.IntSlider, "rounds").value = 10
+    find(view, widgets.Button).click()
+    progress = find(view, widgets.IntProgress)
+    assert (progress.value, progress.max) == (10, 10)
+    assert find(view, widgets.Label).value.startswith("Slowdown from smallest to largest N: SISMEMBER ")
+    assert list(r.scan_iter(match="course:data_types:cost:*")) == []
+
+
+def test_widgets_start_in_a_fixed_state(r):
+    """nbval compares a widget's text form, so nothing in it may depend on time or data."""
+    first = [repr(exp.leaderboard_widget(r, k("board"))), repr(exp.queue_simulator_widget(r, k("q"))),
+             repr(exp.command_cost_widget(r))]
+    r.zadd(k("board"), {"someone": 1})
+    assert [repr(exp.leaderboard_widget(r, k("board"))), repr(exp.queue_simulator_widget(r, k("q"))),
+            repr(exp.command_cost_widget(r))] == first
+
+
+# -- exercises -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("checker, solution", [
+    (ex.check_top_scores, solutions.top_scores),
+    (ex.check_capped_log, solutions.capped_log),
+    (ex.check_add_to_cart, solutions.add_to_cart),
+])
+def test_checkers_pass_the_reference_solutions_and_clean_up(r, checker, solution):
+    outcome = evaluate(checker, r, solution)
+    assert outcome.passed, str(outcome)
+    assert list(r.scan_iter(match="course:data_types:exercise:*")) == []
+
+
+@pytest.mark.parametrize("checker", [ex.check_top_scores, ex.check_capped_log, ex.check_add_to_cart])
+def test_unsolved_stubs_are_not_solved_yet(r, checker):
+    def stub(*args):
+        raise NotImplementedError
+
+    assert str(evaluate(checker, r, stub)).endswith(
+        ": not solved yet - hint: replace `raise NotImplementedError` with your code")
+
+
+def top_ascending(client, board, n):
+    return client.zrange(board, 0, n - 1, withscores=True)
+
+
+def top_ascending_reversed(client, board, n):
+    return client.zrange(board, 0, n - 1, withscores=True)[::-1]
+
+
+def top_right_players_worst_first(client, board, n):
+    return client.zrange(board, 0, n - 1, desc=True, withscores=True)[::-1]
+
+
+def top_inclusive_stop(client, board, n):
+    return client.zrange(board, 0, n, desc=True, withscores=True)
+
+
+def top_without_scores(client, board, n):
+    return client.zrange(board, 0, n - 1, desc=True)
+
+
+def top_sorted_in_python_ignoring_ties(client, board, n):
+    return sorted(client.zrange(board, 0, -1, withscores=True), key=lambda pair: -pair[1])[:n]
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (top_ascending, "the top 3 should be"),
+    (top_ascending_reversed, "the top 3 should be"),
+    (top_right_players_worst_first, "highest score first"),
+    (top_inclusive_stop, "stop index is inclusive"),
+    (top_without_scores, "list of (player, score) pairs"),
+    (top_sorted_in_python_ignoring_ties, "equal scores are out of order"),
+])
+def test_top_scores_checker_fails_wrong_answers(r, wrong, hint):
+    outcome = evaluate(ex.check_top_scores, r, wrong)
+    assert outcome.status == "failed" and hint in outcome.hint, str(outcome)
+
+
+def log_untrimmed(client, log, entry, keep):
+    client.lpush(log, entry)
+
+
+def log_inclusive_trim(client, log, entry, keep):
+    client.lpush(log, entry)
+    client.ltrim(log, 0, keep)
+
+
+def log_oldest_first(client, log, entry, keep):
+    client.rpush(log, entry)
+    client.ltrim(log, -keep, -1)
+
+
+def log_trimmed_before_push(client, log, entry, keep):
+    client.ltrim(log, 0, keep - 1)
+    client.lpush(log, entry)
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (log_untrimmed, "never holds more than `keep`"),
+    (log_inclusive_trim, "to 0 .. keep - 1"),
+    (log_oldest_first, "newest first"),
+    (log_trimmed_before_push, "trim after pushing"),
+])
+def test_capped_log_checker_fails_wrong_answers(r, wrong, hint):
+    outcome = evaluate(ex.check_capped_log, r, wrong)
+    assert outcome.status == "failed" and hint in outcome.hint, str(outcome)
+
+
+def cart_overwrites(client, cart, item, quantity):
+    client.hset(cart, item, quantity)
+    return quantity
+
+
+def cart_returns_nothing(client, cart, item, quantity):
+    client.hincrby(cart, item, quantity)
+
+
+def cart_replaces_the_hash(client, cart, item, quantity):
+    total = int(client.hget(cart, item) or 0) + quantity
+    client.delete(cart)
+    client.hset(cart, item, total)
+    return total
+
+
+def cart_read_then_write(client, cart, item, quantity):
+    total = int(client.hget(cart, item) or 0) + quantity
+    client.hset(cart, item, total)
+    return total
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (cart_overwrites, "do not overwrite it"),
+    (cart_returns_nothing, "return the new quantity"),
+    (cart_replaces_the_hash, "other items must stay"),
+    (cart_read_then_write, "reading then writing loses updates"),
+])
+def test_add_to_cart_checker_fails_wrong_answers(r, wrong, hint):
+    outcome = evaluate(ex.check_add_to_cart, r, wrong)
+    assert outcome.status == "failed" and hint in outcome.hint, str(outcome)

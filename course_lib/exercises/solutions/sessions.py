@@ -1,0 +1,26 @@
+"""Reference solutions to chapter 06's exercises (the notebook's stubs, solved)."""
+
+from __future__ import annotations
+
+import json
+import secrets
+
+
+def session_id():
+    """32 bytes from the OS's cryptographic generator, as 43 URL-safe characters (256 bits)."""
+    return secrets.token_urlsafe(32)
+
+
+def log_out_everywhere(client, prefix, user):
+    """SMEMBERS the index, DEL every listed session (DEL counts only those that existed), DEL the index."""
+    index = f"{prefix}user:{user}"
+    ids = client.smembers(index)
+    deleted = client.delete(*(f"{prefix}session:{i}" for i in ids)) if ids else 0
+    client.delete(index)
+    return deleted
+
+
+def sliding_read(client, session_key, idle):
+    """GETEX key EX idle: the value and a fresh TTL in one atomic command."""
+    raw = client.getex(session_key, ex=idle)
+    return None if raw is None else json.loads(raw)

@@ -1,0 +1,364 @@
+"""Chapter 05's experiments: each `run_*` returns a DataFrame; `traffic_widget` wraps `run_traffic`.
+
+Keys written (all under `course:rate_limiting:`, each run deletes what it wrote before starting):
+- `{race-<contender>:round-<n>}:...` and `guide:sliding:race-<n>`: `run_race`'s limiters;
+- `{speed:<contender>}:...`, `guide:...:speed`: `run_speed`;
+- `{traffic:client}:...`: `run_traffic`;
+- `{oracle:...}:...` and `oracle:LIMITER/...` (the `limits` library's keys): `run_oracle`.
+
+Time: every run except `run_speed` passes a simulated `now` to the limiters, so its decisions are
+the same on every run and every engine; only the race's interleaving is left to the threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import statistics
+import threading
+from bisect import bisect_right
+from typing import Callable, Iterator
+
+import pandas as pd
+
+from course_lib.keys import delete_prefix, key
+from course_lib.measure import latencies
+from course_lib.rate_limiting import STRATEGIES, guide_fixed_window, guide_sliding_window
+
+CHAPTER = "rate_limiting"
+GUIDE_SLIDING = "guide sliding window"
+RACE_NOW = 1_700_000_000.0  # every request of the race happens at this instant: only concurrency varies
+
+
+def _forget(client, *starts: str) -> None:
+    """Delete this chapter's keys that begin with each of `starts` (after `course:rate_limiting:`)."""
+    for start in starts:
+        delete_prefix(client, f"course:{CHAPTER}:{start}")
+
+
+# -- the race: concurrent bursts against one limit -------------------------------------------------
+
+def _burst(allow: Callable[[], bool], threads: int, per_thread: int) -> int:
+    """Release `threads` threads at once, each calling `allow()` `per_thread` times; how many were allowed."""
+    start = threading.Barrier(threads)
+    admitted = [0] * threads
+    errors: list[BaseException] = []
+
+    def work(slot: int) -> None:
+        try:
+            start.wait(timeout=30)  # every thread leaves the barrier together, so requests overlap
+            admitted[slot] = sum(bool(allow()) for _ in range(per_thread))
+        except BaseException as error:  # re-raised below: a thread's exception is otherwise lost
+            errors.append(error)
+
+    workers = [threading.Thread(target=work, args=(slot,), name=f"burst-{slot}") for slot in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+    if any(worker.is_alive() for worker in workers):
+        raise RuntimeError("burst threads did not finish within 60 s")
+    if errors:
+        raise errors[0]
+    return sum(admitted)
+
+
+def run_race(client, limit: int = 10, threads: int = 8, per_thread: int = 5, rounds: int = 20) -> pd.DataFrame:
+    """`rounds` times, `threads` threads send `per_thread` requests each, all at once, against one limit.
+
+    Every request carries the same `now`, so the window never moves: a correct limiter admits
+    exactly `limit` per round; a racy one can admit more. Each round uses a fresh identity.
+
+    Returns one row per contender: contender, round_trips (per allowed request), limit, rounds,
+    max_admitted (in one round), rounds_over_limit.
+    """
+    _forget(client, "{race-", "guide:sliding:race-")
+    # contender -> (round trips per allowed request, allow(identity) -> bool)
+    contenders: dict[str, tuple[int, Callable[[str], bool]]] = {
+        GUIDE_SLIDING: (4, lambda who: guide_sliding_window(client, who, limit, 60, now=RACE_NOW)["allowed"]),
+    }
+    for name, strategy in STRATEGIES.items():
+        limiter = strategy(client, "race-" + name.replace(" ", "-"), limit, 60)
+        contenders[name] = (1, lambda who, limiter=limiter: limiter.hit(who, now=RACE_NOW).allowed)
+    rows = []
+    for contender, (round_trips, allow) in contenders.items():
+        admitted = [_burst(lambda: allow(f"race-{n}"), threads, per_thread) for n in range(rounds)]
+        rows.append({"contender": contender, "round_trips": round_trips, "limit": limit, "rounds": rounds,
+                     "max_admitted": max(admitted), "rounds_over_limit": sum(a > limit for a in admitted)})
+    _forget(client, "{race-", "guide:sliding:race-")
+    return pd.DataFrame(rows)
+
+
+# -- speed: decisions per second --------------------------------------------------------------------
+
+def run_speed(client, samples: int = 2000, rounds: int = 10) -> pd.DataFrame:
+    """Decisions per second of each strategy, of the guide's two limiters, and of PING (the ceiling).
+
+    All on the same client, with a limit so high every request is allowed (the guide's sliding
+    window then always makes its four round trips), real clock. The contenders take turns, `rounds`
+    times `samples / rounds` calls each, so a burst of load on a shared machine hits them all alike.
+
+    Returns rows: contender, round_trips, median_us, decisions_per_s (one over the median: the
+    rate one caller reaches; medians, because a shared machine adds outliers to any mean).
+    """
+    _forget(client, "{speed:", "guide:fixed:speed:", "guide:sliding:speed")
+    huge = 10**9
+    contenders: dict[str, tuple[int, Callable[[], object]]] = {"PING": (1, client.ping)}
+    for name, strategy in STRATEGIES.items():
+        limiter = strategy(client, "speed", huge, 60)
+        contenders[name] = (1, lambda limiter=limiter: limiter.hit("client"))
+    contenders["guide fixed window"] = (1, lambda: guide_fixed_window(client, "speed", huge, 60))
+    contenders[GUIDE_SLIDING] = (4, lambda: guide_sliding_window(client, "speed", huge, 60))
+    times: dict[str, list[float]] = {contender: [] for contender in contenders}
+    for _ in range(rounds):
+        for contender, (_, operation) in contenders.items():
+            times[contender] += latencies(operation, max(1, samples // rounds), warmup=5)
+    _forget(client, "{speed:", "guide:fixed:speed:", "guide:sliding:speed")
+    rows = []
+    for contender, (round_trips, _) in contenders.items():
+        median = statistics.median(times[contender])
+        rows.append({"contender": contender, "round_trips": round_trips,
+                     "median_us": round(median * 1e6, 1), "decisions_per_s": round(1 / median)})
+    return pd.DataFrame(rows)
+
+
+# -- traffic patterns on a simulated clock ------------------------------------------------------------
+
+PATTERNS = ("steady", "burst", "spiky")
+
+
+def traffic(pattern: str, limit: int, window: float, duration: float, seed: int = 7) -> list[float]:
+    """Request times (seconds from 0, sorted) of a traffic pattern; deterministic for a given seed.
+
+    - steady: evenly spaced at 1.5 x the allowed rate;
+    - burst: 2 x limit requests within one second, straddling the end of every second window;
+    - spiky: half the allowed rate at random, plus a spike of a whole limit's worth of requests
+      in 0.2 s at 3 random moments.
+    """
+    if pattern not in PATTERNS:
+        raise ValueError(f"pattern must be one of {PATTERNS}, got {pattern!r}")
+    if limit <= 0 or window <= 0 or duration <= 0:
+        raise ValueError("limit, window and duration must be positive")
+    rng = random.Random(seed)
+    if pattern == "steady":
+        gap = window / (1.5 * limit)
+        times = [i * gap for i in range(int(duration / gap))]
+    elif pattern == "burst":
+        boundaries = [window * n for n in range(1, int(duration / window) + 1, 2)]
+        times = [b - 0.5 + i / (2 * limit) for b in boundaries for i in range(2 * limit)]
+    else:
+        times = [rng.uniform(0, duration) for _ in range(int(0.5 * limit * duration / window))]
+        for spike in (rng.uniform(0, duration - 0.2) for _ in range(3)):
+            times += [spike + rng.uniform(0, 0.2) for _ in range(limit)]
+    return sorted(round(t, 3) for t in times if 0 <= t < duration)
+
+
+def max_in_any_window(times: list[float], window: float) -> int:
+    """The most times that fall inside any half-open span (t - window, t] of the given length.
+
+    Counted in whole milliseconds, as the limiters do, so float rounding cannot widen a span.
+    """
+    ordered = sorted(round(t * 1000) for t in times)
+    span = round(window * 1000)
+    return max((i + 1 - bisect_right(ordered, t - span) for i, t in enumerate(ordered)), default=0)
+
+
+def run_traffic(client, pattern: str, strategy: str, limit: int = 10, window: float = 10.0,
+                duration: float = 60.0, start: float = 1_700_000_000.0) -> pd.DataFrame:
+    """Replay a traffic pattern through one strategy on a simulated clock (real Redis, no waiting).
+
+    Returns one row per request: t (seconds from the start), allowed.
+    """
+    limiter = STRATEGIES[strategy](client, "traffic", limit, window)
+    limiter.reset("client")
+    times = traffic(pattern, limit, window, duration)
+    # `start` is a multiple of the window lengths offered, so window boundaries fall on round numbers
+    rows = [{"t": t, "allowed": limiter.hit("client", now=start + t).allowed} for t in times]
+    limiter.reset("client")
+    return pd.DataFrame(rows, columns=["t", "allowed"])
+
+
+def traffic_summary(client, patterns=PATTERNS, strategies=tuple(STRATEGIES), limit: int = 10,
+                    window: float = 10.0, duration: float = 60.0) -> pd.DataFrame:
+    """For each pattern x strategy: requests, allowed, and the most allowed within any one window length."""
+    rows = []
+    for pattern in patterns:
+        for strategy in strategies:
+            run = run_traffic(client, pattern, strategy, limit, window, duration)
+            passed = run.loc[run["allowed"], "t"].tolist()
+            rows.append({"pattern": pattern, "strategy": strategy, "requests": len(run), "allowed": len(passed),
+                         "most_in_one_window": max_in_any_window(passed, window)})
+    return pd.DataFrame(rows)
+
+
+def plot_traffic(run: pd.DataFrame, title: str, window: float, bucket: float = 0.5):
+    """Allowed and denied requests per `bucket` seconds, stacked, with window boundaries marked."""
+    import matplotlib.pyplot as plt
+
+    slots = (run["t"] // bucket) * bucket
+    counts = run.assign(slot=slots).groupby(["slot", "allowed"]).size().unstack(fill_value=0)
+    counts = counts.reindex(columns=[True, False], fill_value=0)
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    ax.bar(counts.index, counts[True], width=bucket, align="edge", color="tab:green", label="allowed")
+    ax.bar(counts.index, counts[False], width=bucket, align="edge", bottom=counts[True], color="tab:red",
+           label="denied (429)")
+    for boundary in range(0, int(run["t"].max() + window) + 1, int(window) or 1):
+        ax.axvline(boundary, color="grey", linewidth=0.5, linestyle=":")
+    ax.set(xlabel="simulated seconds", ylabel=f"requests per {bucket:g} s", title=title)
+    ax.legend(loc="best")
+    fig.tight_layout()
+    plt.close(fig)  # shown by display(fig), not twice by the inline backend
+    return fig
+
+
+def traffic_widget(client):
+    """Pick a traffic pattern, a strategy and a limit, press Run: allowed/denied over simulated time."""
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    pattern = widgets.Dropdown(options=PATTERNS, value="burst", description="traffic")
+    strategy = widgets.Dropdown(options=list(STRATEGIES), value="fixed window", description="strategy")
+    limit = widgets.IntSlider(value=10, min=1, max=50, description="limit / 10 s")
+    run = widgets.Button(description="Run", button_style="primary")
+    status = widgets.Label(value="Choose traffic, strategy and limit (per 10 s window), then press Run.")
+    output = widgets.Output()
+
+    def on_run(_) -> None:
+        window = 10.0
+        result = run_traffic(client, pattern.value, strategy.value, limit.value, window)
+        passed = result.loc[result["allowed"], "t"].tolist()
+        status.value = (f"{len(passed)} of {len(result)} allowed; most allowed within one 10 s span: "
+                        f"{max_in_any_window(passed, window)} (limit {limit.value})")
+        output.clear_output(wait=True)
+        with output:
+            display(plot_traffic(result, f"{pattern.value} traffic, {strategy.value}, limit {limit.value} per 10 s",
+                                 window))
+
+    run.on_click(on_run)
+    return widgets.VBox([widgets.HBox([pattern, strategy]), widgets.HBox([limit, run]), status, output])
+
+
+# -- the oracle: the `limits` library replays the same trace ------------------------------------------
+
+class _FixedClock:
+    """Stands in for the `time` module inside `limits`' storages: `time()` returns what we set."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def time(self) -> float:
+        return self.now
+
+
+@contextlib.contextmanager
+def oracle_clock() -> Iterator[_FixedClock]:
+    """Make `limits` read our simulated clock instead of the wall clock, for the duration of the block.
+
+    `limits` calls `time.time()` itself (no timestamp parameter), in `limits.storage.redis` and
+    `limits.storage.memory`; we replace the `time` those two modules see. Redis itself is untouched.
+    """
+    import limits.storage.memory
+    import limits.storage.redis
+
+    clock = _FixedClock()
+    modules = (limits.storage.memory, limits.storage.redis)
+    saved = [module.time for module in modules]
+    for module in modules:
+        module.time = clock
+    try:
+        yield clock
+    finally:
+        for module, original in zip(modules, saved):
+            module.time = original
+
+
+ORACLE_PAIRS = {
+    # course strategy: (limits strategy class name, storage), see `oracle_limiter`
+    "sliding log": ("MovingWindowRateLimiter", "redis"),
+    "fixed window": ("FixedWindowRateLimiter", "memory"),
+    "sliding window counter": ("SlidingWindowCounterRateLimiter", "memory"),
+}
+
+
+def oracle_limiter(client, strategy: str, limit: int, window: int) -> Callable[[float, int], bool]:
+    """The `limits` library's version of a course strategy, as `decide(now, cost) -> allowed`.
+
+    The sliding log is compared with `limits`' moving window on the same Redis server (its Lua
+    script receives the client's time, which the oracle clock fixes). `limits`' Redis fixed window
+    and sliding-window counter take their time from Redis TTLs, i.e. the server's clock, which no
+    test can fix without changing the server; for those two the oracle is `limits`' in-memory
+    storage, which runs the same strategy classes on the client's (fixed) clock.
+    """
+    import limits
+    import limits.storage
+    import limits.strategies
+
+    name, storage_kind = ORACLE_PAIRS[strategy]
+    if storage_kind == "redis":
+        storage = limits.storage.RedisStorage("redis://", connection_pool=client.connection_pool,
+                                              key_prefix=key(CHAPTER, "oracle"))
+    else:
+        storage = limits.storage.MemoryStorage()
+    limiter = getattr(limits.strategies, name)(storage)
+    item = limits.RateLimitItemPerSecond(limit, window)
+    return lambda now, cost: bool(limiter.hit(item, "client", cost=cost))
+
+
+def oracle_trace(strategy: str, window: int, requests: int = 300, seed: int = 11) -> list[tuple[float, int]]:
+    """A request trace (time in seconds from 0, cost) that avoids the documented differences.
+
+    Times are multiples of 0.375 s: no two are exactly `window` (an integer) apart, the one age at
+    which the course's sliding log has forgotten an entry and `limits`' moving window still counts
+    it. Use a power-of-two window (8 s): `limits` computes the sliding-window weight in floating
+    point from `now / window`, which is exact then; with 10 s it is not (0.8 has no binary form)
+    and a weight that should be an integer can round down, allowing one more request.
+    For the fixed window every window's first request falls on the window's start, where `limits`
+    (which opens a window at its first request) and the course (clock-aligned windows) agree;
+    costs are then 1, since `limits`' fixed window also counts denied requests.
+    """
+    rng = random.Random(seed)
+    if strategy == "fixed window":
+        trace: list[tuple[float, int]] = []
+        number = 0
+        while len(trace) < requests:
+            number += rng.choice((1, 1, 2))
+            later = {rng.randrange(1, int(window / 0.375)) * 0.375 for _ in range(rng.randrange(1, 9))}
+            trace += [(number * window + offset, 1) for offset in sorted({0.0, *later})]
+        return trace[:requests]
+    t = 0.0
+    trace = []
+    for _ in range(requests):
+        t += rng.choice((0.375, 0.375, 0.75, 1.125, 3.0))
+        trace.append((t, rng.choice((1, 1, 1, 2, 3))))
+    return trace
+
+
+def replay(decide: Callable[[float, int], bool], trace: list[tuple[float, int]], start: float,
+           clock: _FixedClock | None = None) -> list[bool]:
+    """The allow/deny decisions of `decide(now, cost)` for each request of `trace`, at `start + t`."""
+    decisions = []
+    for t, cost in trace:
+        if clock is not None:
+            clock.now = start + t
+        decisions.append(decide(start + t, cost))
+    return decisions
+
+
+def run_oracle(client, limit: int = 5, window: int = 8, requests: int = 300,
+               start: float = 1_700_000_000.0) -> pd.DataFrame:
+    """Replay the same traces through the course's limiters and `limits`; count identical decisions.
+
+    Returns one row per shared strategy: strategy, oracle, requests, allowed, same_decisions.
+    """
+    _forget(client, "{oracle:", "oracle:")
+    rows = []
+    with oracle_clock() as clock:
+        for strategy, (oracle_name, storage) in ORACLE_PAIRS.items():
+            trace = oracle_trace(strategy, window, requests)
+            course = STRATEGIES[strategy](client, "oracle", limit, window)
+            ours = replay(lambda now, cost: course.hit("client", cost, now=now).allowed, trace, start)
+            theirs = replay(oracle_limiter(client, strategy, limit, window), trace, start, clock)
+            rows.append({"strategy": strategy, "oracle": f"limits {oracle_name} ({storage})", "requests": len(trace),
+                         "allowed": sum(ours), "same_decisions": sum(a == b for a, b in zip(ours, theirs))})
+    _forget(client, "{oracle:", "oracle:")
+    return pd.DataFrame(rows)

@@ -1,0 +1,111 @@
+"""Chapter 06's experiments: each `run_*` returns a DataFrame.
+
+Keys written (all under `course:sessions:`, deleted again when each run ends):
+- `race:json` (string holding JSON) and the `race` user's `SessionStore` session and index:
+  `run_concurrent_updates`;
+- `speed:json` (string holding JSON), `guide:<uuid>` and the `speed` user's store session: `run_read_cost`.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import threading
+
+import pandas as pd
+
+from course_lib.keys import key
+from course_lib.measure import latencies
+from course_lib.sessions import (SessionStore, guide_create_session, guide_destroy_session, guide_extend_session,
+                                 guide_get_session, load_json_session, save_json_session)
+
+CHAPTER = "sessions"
+
+
+def _update_json(client, session_key: str, name: str, value: str) -> None:
+    """The JSON-string way to change one field: GET, change it in Python, SET the whole document back."""
+    session = json.loads(client.get(session_key))
+    session[name] = value
+    client.set(session_key, json.dumps(session), keepttl=True)
+
+
+def run_concurrent_updates(client, threads: int = 4, updates: int = 100) -> pd.DataFrame:
+    """`threads` requests of one user at once, each writing its own field `updates` times.
+
+    Once into a JSON string (GET, modify, SET: each write can put back another thread's stale
+    field) and once through `SessionStore.update` (HSET of the one field, in a script).
+    Returns one row per layout: layout, writes, fields_current (fields holding their thread's last
+    value), stale_fields (fields left holding an older value: a write was undone).
+    """
+    store = SessionStore(client)
+    json_key = key(CHAPTER, "race", "json")
+    save_json_session(client, json_key, {"user": "race"}, 600)
+    session_id = store.create("race")
+    writers = {
+        "JSON string (GET + SET)": lambda name, value: _update_json(client, json_key, name, value),
+        "hash (SessionStore.update)": lambda name, value: store.update(session_id, {name: value}),
+    }
+    rows = []
+    for layout, write in writers.items():
+        start = threading.Barrier(threads)
+        errors: list[BaseException] = []
+
+        def work(slot: int) -> None:
+            try:
+                start.wait(timeout=30)
+                for n in range(1, updates + 1):
+                    write(f"field{slot}", str(n))
+            except BaseException as error:  # re-raised below: a thread's exception is otherwise lost
+                errors.append(error)
+
+        workers = [threading.Thread(target=work, args=(slot,)) for slot in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(timeout=60)
+        if errors:
+            raise errors[0]
+        stored = (json.loads(client.get(json_key)) if layout.startswith("JSON")
+                  else store.get(session_id).data)
+        finals = [int(stored.get(f"field{slot}", 0)) for slot in range(threads)]
+        rows.append({"layout": layout, "writes": threads * updates,
+                     "fields_current": sum(value == updates for value in finals),
+                     "stale_fields": threads - sum(value == updates for value in finals)})
+    store.destroy_all("race")
+    client.delete(json_key)
+    return pd.DataFrame(rows)
+
+
+def run_read_cost(client, samples: int = 1000, rounds: int = 10) -> pd.DataFrame:
+    """The cost of reading a session and restarting its idle timer, three ways, taking turns.
+
+    - the guide: GET, then EXPIRE (two round trips);
+    - a JSON string with GETEX (one command);
+    - `SessionStore.get` (one script: deadline check, PEXPIRE, HGETALL).
+    Returns rows: read, round_trips, median_us.
+    """
+    store = SessionStore(client)
+    guide_id = guide_create_session(client, "speed", {"cart": ["tea"]})
+    json_key = key(CHAPTER, "speed", "json")
+    save_json_session(client, json_key, {"user": "speed", "cart": ["tea"]}, 1800)
+    session_id = store.create("speed", {"cart": "tea"})
+
+    def guide_read() -> None:
+        guide_get_session(client, guide_id)
+        guide_extend_session(client, guide_id)
+
+    reads = {
+        "guide: GET + EXPIRE": (2, guide_read),
+        "JSON string: GETEX": (1, lambda: load_json_session(client, json_key, 1800)),
+        "SessionStore.get (script)": (1, lambda: store.get(session_id)),
+    }
+    times: dict[str, list[float]] = {name: [] for name in reads}
+    for _ in range(rounds):
+        for name, (_, read) in reads.items():
+            times[name] += latencies(read, max(1, samples // rounds), warmup=5)
+    guide_destroy_session(client, guide_id)
+    client.delete(json_key)
+    store.destroy_all("speed")
+    return pd.DataFrame([{"read": name, "round_trips": trips,
+                          "median_us": round(statistics.median(times[name]) * 1e6, 1)}
+                         for name, (trips, _) in reads.items()])

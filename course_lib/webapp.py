@@ -1,0 +1,250 @@
+"""A small web app that puts chapter 05's rate limiter and chapter 06's sessions behind real HTTP.
+
+Why Flask (and not FastAPI): the course's patterns are plain synchronous redis-py calls. Flask runs
+each request in a thread and calls them as they are; FastAPI's async handlers would need
+`redis.asyncio` twins of every pattern (or a hop to a thread pool for each call) and a separate ASGI
+server. Flask's own server, werkzeug, binds a free port and runs in a thread of the notebook or test,
+and stops cleanly (`serve`), which is all a course needs. In production put it behind a real WSGI
+server (gunicorn, uWSGI) and a reverse proxy.
+
+Rate limiting (every route but /health): the identity is the account of a known `X-API-Key`
+header, else the client's IP address. Every limited response carries `X-RateLimit-Limit`,
+`X-RateLimit-Remaining` and `X-RateLimit-Reset` (seconds until the quota is full again, rounded up);
+a denied one is a 429 with a JSON body and `Retry-After` (seconds, rounded up).
+
+Sessions: the cookie `sid` holds only the session id; it is HttpOnly (no JavaScript can read it),
+SameSite=Lax (not sent on cross-site POSTs) and Secure when the request came over HTTPS.
+
+Routes (JSON in, JSON out):
+- GET /health: {"status": "ok"}, never limited (readiness checks must not spend quota);
+- GET /: {"hello": <account, IP or user>}: the route to hammer;
+- POST /cart {"item"}: adds to the visitor's cart, starting an anonymous session if needed;
+- POST /login {"user", "password"}: a new session id, the cart carried over (rotation);
+- GET /me: who the session belongs to, or 401;
+- GET /sessions: how many sessions the user has open, and which one is this;
+- POST /elevate {"password"}: re-authenticate: a new id, extra privileges for a few minutes;
+- GET /admin: 403 unless elevated;
+- POST /logout, POST /logout-everywhere.
+
+Keys written: those of the limiter and the store given to `create_app` (see their modules).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import math
+import threading
+import time
+import urllib.request
+from typing import Callable, Iterator, Mapping
+
+from flask import Flask, g, jsonify, request
+from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.serving import WSGIRequestHandler, make_server
+
+from course_lib.rate_limiting import RateLimiter
+from course_lib.servers import wait_for
+from course_lib.sessions import SessionStore
+
+COOKIE = "sid"
+DEMO_USERS = {"alice": "wonderland", "bob": "builder"}  # a demo: real apps store password hashes
+
+
+def _error(status: int, message: str, **extra):
+    response = jsonify(error=message, **extra)
+    response.status_code = status
+    return response
+
+
+def create_app(limiter: RateLimiter | None = None, store: SessionStore | None = None,
+               users: Mapping[str, str] = DEMO_USERS, api_keys: Mapping[str, str] | None = None,
+               trust_proxy: bool = False, clock: Callable[[], float] = time.time) -> Flask:
+    """Build the app around a limiter and a session store (either may be None to leave it out).
+
+    Args:
+        limiter: limits every route but /health, per API-key account or per client IP.
+        store: backs the session routes (they answer 404 without one).
+        users: user -> password, for /login and /elevate.
+        api_keys: API key -> account name; an unknown key is refused (401) rather than limited on
+            its own, or a client could mint keys to escape its IP's limit.
+        trust_proxy: only behind your own reverse proxy: take the client IP and the scheme from
+            X-Forwarded-For / X-Forwarded-Proto. Anywhere else, clients could forge them.
+        clock: the time given to the limiter and the store (a fixed clock makes a demo repeatable).
+    """
+    app = Flask(__name__)
+    if trust_proxy:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1)
+    known_keys = dict(api_keys or {})
+
+    @app.before_request
+    def rate_limit():
+        if limiter is None or request.endpoint == "health":
+            return None
+        api_key = request.headers.get("X-API-Key")
+        if api_key is None:
+            identity = f"ip:{request.remote_addr}"
+        elif api_key in known_keys:
+            identity = f"account:{known_keys[api_key]}"
+        else:
+            return _error(401, "unknown API key")
+        decision = g.rate_limit = limiter.hit(identity, now=clock())
+        if decision.allowed:
+            return None
+        wait = max(1, math.ceil(decision.retry_after))
+        response = _error(429, "too many requests", retry_after=wait)
+        response.headers["Retry-After"] = str(wait)
+        return response
+
+    @app.after_request
+    def rate_limit_headers(response):
+        decision = g.get("rate_limit")
+        if decision is not None:
+            response.headers["X-RateLimit-Limit"] = str(limiter.limit)
+            response.headers["X-RateLimit-Remaining"] = str(decision.remaining)
+            response.headers["X-RateLimit-Reset"] = str(math.ceil(decision.reset_after))
+        return response
+
+    def current_session():
+        return store.get(request.cookies.get(COOKIE), now=clock()) if store is not None else None
+
+    def with_cookie(response, session_id: str):
+        response.set_cookie(COOKIE, session_id, httponly=True, samesite="Lax", secure=request.is_secure, path="/")
+        return response
+
+    def without_cookie(response):
+        response.delete_cookie(COOKIE, httponly=True, samesite="Lax", secure=request.is_secure, path="/")
+        return response
+
+    def password_ok(user: str, password: object) -> bool:
+        expected = users.get(user)
+        return (expected is not None and isinstance(password, str)
+                and hmac.compare_digest(expected.encode(), password.encode()))
+
+    @app.get("/health")
+    def health():
+        return jsonify(status="ok")
+
+    @app.get("/")
+    def hello():
+        session = current_session()
+        return jsonify(hello=(session.user if session and session.user else None) or request.remote_addr)
+
+    @app.post("/cart")
+    def add_to_cart():
+        if store is None:
+            return _error(404, "no session store")
+        item = (request.get_json(silent=True) or {}).get("item")
+        if not isinstance(item, str) or not item.isalnum():
+            return _error(400, "send {\"item\": <letters and digits>}")
+        session = current_session()
+        session_id = session.id if session else store.create(None, now=clock())
+        cart = [*filter(None, (session.data.get("cart", "") if session else "").split(",")), item]
+        store.update(session_id, {"cart": ",".join(cart)}, now=clock())
+        return with_cookie(jsonify(cart=cart), session_id)
+
+    @app.post("/login")
+    def login():
+        if store is None:
+            return _error(404, "no session store")
+        body = request.get_json(silent=True) or {}
+        user = body.get("user")
+        if not isinstance(user, str) or not password_ok(user, body.get("password")):
+            return _error(401, "wrong user or password")
+        session = current_session()
+        # a new id at login, whatever id the browser came with: a planted id is worth nothing.
+        # An anonymous session's data (the cart) moves to the new id; another user's never does.
+        session_id = None
+        if session is not None and session.user is None:
+            session_id = store.rotate(session.id, now=clock(), user=user)
+        elif session is not None:
+            store.destroy(session.id)
+        return with_cookie(jsonify(user=user), session_id or store.create(user, now=clock()))
+
+    @app.get("/me")
+    def me():
+        session = current_session()
+        if session is None or session.user is None:
+            return _error(401, "not logged in")
+        return jsonify(user=session.user, elevated=session.elevated(clock()),
+                       cart=list(filter(None, session.data.get("cart", "").split(","))))
+
+    @app.get("/sessions")
+    def my_sessions():
+        session = current_session()
+        if session is None or session.user is None:
+            return _error(401, "not logged in")
+        mine = store.sessions_of(session.user, now=clock())
+        return jsonify(count=len(mine), this_one_included=any(s.id == session.id for s in mine))
+
+    @app.post("/elevate")
+    def elevate():
+        session = current_session()
+        if session is None or session.user is None:
+            return _error(401, "not logged in")
+        if not password_ok(session.user, (request.get_json(silent=True) or {}).get("password")):
+            return _error(401, "wrong password")
+        session_id = store.rotate(session.id, now=clock(), elevate=True)
+        if session_id is None:
+            return without_cookie(_error(401, "not logged in"))
+        return with_cookie(jsonify(elevated=True), session_id)
+
+    @app.get("/admin")
+    def admin():
+        session = current_session()
+        if session is None or session.user is None:
+            return _error(401, "not logged in")
+        if not session.elevated(clock()):
+            return _error(403, "confirm your password first (POST /elevate)")
+        return jsonify(admin=session.user)
+
+    @app.post("/logout")
+    def logout():
+        ended = store.destroy(request.cookies.get(COOKIE)) if store is not None else False
+        return without_cookie(jsonify(logged_out=ended))
+
+    @app.post("/logout-everywhere")
+    def logout_everywhere():
+        session = current_session()
+        if session is None or session.user is None:
+            return _error(401, "not logged in")
+        return without_cookie(jsonify(destroyed=store.destroy_all(session.user)))
+
+    return app
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """Werkzeug's request handler without its one-line-per-request log on stderr (errors still show)."""
+
+    def log_request(self, code="-", size="-") -> None:
+        pass
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=1) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def serve(app: Flask, host: str = "127.0.0.1", timeout: float = 10) -> Iterator[str]:
+    """Serve `app` on a free port of `host` in a background thread; yields its base URL.
+
+    Waits (at most `timeout` s) until GET /health answers, and on exit shuts the server down and
+    joins its thread, so nothing keeps running after the block.
+    """
+    server = make_server(host, 0, app, threaded=True, request_handler=_QuietHandler)
+    # a short poll interval: shutdown() waits for the serving loop's next poll
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="course-webapp",
+                              daemon=True)
+    thread.start()
+    url = f"http://{host}:{server.server_port}"
+    try:
+        wait_for(lambda: _answers(url), timeout, f"the web app to answer on {url}")
+        yield url
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=timeout)

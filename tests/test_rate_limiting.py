@@ -1,0 +1,397 @@
+"""Chapter 05: the four limiters, the guide's two, the race, the oracle (`limits`), speed, traffic, exercises."""
+
+import random
+
+import pytest
+
+from course_lib.exercises import evaluate
+from course_lib.exercises import rate_limiting as checkers
+from course_lib.exercises.solutions import rate_limiting as solutions
+from course_lib.experiments import rate_limiting as experiments
+from course_lib.rate_limiting import (STRATEGIES, Decision, FixedWindow, SlidingLog, SlidingWindowCounter, TokenBucket,
+                                      guide_fixed_window, guide_sliding_window)
+
+T0 = 1_700_000_000.0  # a multiple of every window used here: window boundaries fall on round numbers
+ALL = pytest.mark.parametrize("strategy", list(STRATEGIES.values()), ids=list(STRATEGIES))
+
+
+# -- the common interface -------------------------------------------------------------------------
+
+@ALL
+@pytest.mark.parametrize("limit, window", [(0, 10), (-1, 10), (1.5, 10), (True, 10), (3, 0), (3, -1), (3, 0.0004),
+                                           (3, "10")])
+def test_invalid_parameters_are_refused(r, strategy, limit, window):
+    with pytest.raises(ValueError):
+        strategy(r, "api", limit, window)
+
+
+@ALL
+@pytest.mark.parametrize("cost", [0, -1, 4, 1.5, True])
+def test_invalid_cost_is_refused(r, strategy, cost):
+    with pytest.raises(ValueError, match="cost"):
+        strategy(r, "api", 3, 10).hit("client", cost, now=T0)
+
+
+@ALL
+def test_identity_and_name_with_spaces_are_refused(r, strategy):
+    with pytest.raises(ValueError):
+        strategy(r, "my api", 3, 10)
+    with pytest.raises(ValueError):
+        strategy(r, "api", 3, 10).hit("a client", now=T0)
+
+
+@ALL
+def test_a_burst_gets_exactly_the_limit(r, strategy):
+    limiter = strategy(r, "api", 3, 10)
+    decisions = [limiter.hit("client", now=T0) for _ in range(5)]
+    assert [d.allowed for d in decisions] == [True, True, True, False, False]
+    assert [d.remaining for d in decisions] == [2, 1, 0, 0, 0]
+    assert all(d.retry_after == 0 for d in decisions[:3]) and all(d.retry_after > 0 for d in decisions[3:])
+    assert limiter.hit("someone-else", now=T0).allowed  # identities are counted apart
+
+
+@ALL
+def test_retry_after_and_reset_after_are_exact_to_the_millisecond(r, strategy):
+    """At each denial of a random trace: the same request is still denied 1 ms before retry_after and
+    allowed at it; the full quota is not back 1 ms before that hit's reset_after, and is back at it."""
+    rng = random.Random(3)
+    limit = 4
+    limiter = strategy(r, "api", limit, 10)
+    now, checked = T0, 0
+    for _ in range(500):
+        now = round(now + rng.choice((0.0, 0.25, 0.5, 1.5, 4.0)), 3)
+        cost = rng.choice((1, 1, 2))
+        denied = limiter.hit("client", cost, now=now)
+        if denied.allowed:
+            continue
+        assert not limiter.hit("client", cost, now=now + denied.retry_after - 0.001).allowed
+        retried = limiter.hit("client", cost, now=now + denied.retry_after)
+        assert retried.allowed, (now, cost, denied)
+        full = now + denied.retry_after + retried.reset_after
+        assert not limiter.hit("client", limit, now=full - 0.001).allowed
+        assert limiter.hit("client", limit, now=full).allowed, (now, cost, retried)
+        now, checked = full, checked + 1
+        if checked == 10:
+            break
+    assert checked == 10
+
+
+@ALL
+def test_reset_forgets_an_identity(r, strategy):
+    limiter = strategy(r, "api", 2, 10)
+    limiter.hit("client", 2, now=T0)
+    limiter.hit("other", 2, now=T0)
+    assert not limiter.hit("client", now=T0).allowed
+    assert limiter.reset("client") >= 1
+    assert limiter.hit("client", now=T0).allowed
+    assert not limiter.hit("other", now=T0).allowed
+
+
+@ALL
+def test_every_key_has_a_ttl_and_one_hash_tag(r, strategy):
+    limiter = strategy(r, "api", 5, 10)
+    for i in range(3):
+        limiter.hit("client", now=T0 + 6 * i)
+    names = list(r.scan_iter(match="course:rate_limiting:*"))
+    assert names and all(name.startswith("course:rate_limiting:{api:client}:") for name in names)
+    assert all(0 < r.pttl(name) <= 20_000 for name in names)
+
+
+@ALL
+def test_cluster_gives_the_same_decisions(r, rc, strategy):
+    """Every key of one identity shares a hash tag, so each script runs on a cluster (no CROSSSLOT)."""
+    trace = [(T0 + 0.5 * i, 1 + i % 2) for i in range(40)]
+    on_standalone = [strategy(r, "api", 5, 10).hit("client", cost, now=t) for t, cost in trace]
+    on_cluster = [strategy(rc, "api", 5, 10).hit("client", cost, now=t) for t, cost in trace]
+    assert on_cluster == on_standalone
+
+
+# -- each strategy's own behaviour ------------------------------------------------------------------
+
+def test_fixed_window_lets_twice_the_limit_through_across_a_boundary(r):
+    limiter = FixedWindow(r, "api", 5, 10)
+    late = [limiter.hit("client", now=T0 + 9.9).allowed for _ in range(5)]
+    early = [limiter.hit("client", now=T0 + 10.0).allowed for _ in range(5)]
+    assert late + early == [True] * 10
+    assert limiter.hit("client", now=T0 + 19.999) == Decision(False, 0, 0.001, 0.001)
+
+
+def test_fixed_window_denied_requests_take_nothing(r):
+    limiter = FixedWindow(r, "api", 5, 10)
+    assert limiter.hit("client", 4, now=T0).allowed
+    assert not limiter.hit("client", 3, now=T0).allowed
+    assert limiter.hit("client", 1, now=T0) == Decision(True, 0, 0.0, 10.0)
+
+
+def test_sliding_log_never_exceeds_the_limit_in_any_window(r):
+    rng = random.Random(5)
+    limiter = SlidingLog(r, "api", 5, 10)
+    times = sorted(round(rng.uniform(0, 60), 3) for _ in range(300))
+    allowed = [t for t in times if limiter.hit("client", now=T0 + t).allowed]
+    assert experiments.max_in_any_window(allowed, 10) == 5
+    assert len(allowed) >= 5 * 6
+
+
+def test_sliding_log_forgets_an_entry_exactly_one_window_later(r):
+    limiter = SlidingLog(r, "api", 1, 10)
+    assert limiter.hit("client", now=T0).allowed
+    assert limiter.hit("client", now=T0 + 9.999) == Decision(False, 0, 0.001, 0.001)
+    assert limiter.hit("client", now=T0 + 10).allowed
+
+
+def test_sliding_window_counter_weighs_the_previous_window(r):
+    limiter = SlidingWindowCounter(r, "api", 10, 10)
+    assert limiter.hit("client", 10, now=T0 + 5).allowed  # previous window: 10
+    # 2.5 s into the next window, 75 % of the previous one still counts: floor(7.5) = 7 used.
+    # Full again once the 3 taken now have faded too: floor(3 x (10 - e) / 10) = 0 from e = 6.667 s
+    # of the window after, i.e. 7.5 + 6.667 s from now.
+    assert limiter.hit("client", 3, now=T0 + 12.5) == Decision(True, 0, 0.0, 14.167)
+    # room for one more once floor(10 x (10 - e) / 10) <= 6, i.e. from e = 3.001 s: 0.501 s from now
+    assert limiter.hit("client", 1, now=T0 + 12.5) == Decision(False, 0, 0.501, 14.167)
+
+
+def test_token_bucket_refills_at_limit_per_window(r):
+    limiter = TokenBucket(r, "api", 4, 8)  # a token every 2 s
+    assert all(limiter.hit("client", now=T0).allowed for _ in range(4))
+    assert limiter.hit("client", now=T0 + 1) == Decision(False, 0, 1.0, 7.0)
+    assert limiter.hit("client", now=T0 + 2) == Decision(True, 0, 0.0, 8.0)
+    assert limiter.hit("client", 4, now=T0 + 10) == Decision(True, 0, 0.0, 8.0)
+    assert r.hget("course:rate_limiting:{api:client}:bucket", "level") == "0"  # integers, never floats
+
+
+# -- the guide's limiters ----------------------------------------------------------------------------
+
+class Crash(Exception):
+    """Stands for the process dying between two commands."""
+
+
+def crash() -> None:
+    raise Crash
+
+
+def test_guide_fixed_window_counter_never_expires_after_a_crash(r):
+    with pytest.raises(Crash):
+        guide_fixed_window(r, "u1", limit=3, window=60, now=T0, between=crash)
+    counter = f"course:rate_limiting:guide:fixed:u1:{int(T0 // 60)}"
+    assert r.ttl(counter) == -1  # no expiry: it stays forever
+    assert [guide_fixed_window(r, "u1", 3, 60, now=T0)["allowed"] for _ in range(3)] == [True, True, False]
+    assert r.ttl(counter) == -1  # later requests never repair it (EXPIRE only when the count is 1)
+
+
+def test_course_fixed_window_always_sets_the_ttl(r):
+    FixedWindow(r, "api", 3, 60).hit("u1", now=T0)
+    (name,) = r.scan_iter(match="course:rate_limiting:{api:u1}:*")
+    assert 0 < r.ttl(name) <= 60
+
+
+def test_guide_limiters_answer_in_the_guides_shape(r):
+    assert guide_fixed_window(r, "u2", limit=1, window=60, now=T0) == {"allowed": True, "remaining": 0}
+    assert guide_fixed_window(r, "u2", limit=1, window=60, now=T0) == {"allowed": False, "remaining": 0}
+    assert guide_sliding_window(r, "u2", limit=1, window=60, now=T0) == {"allowed": True, "remaining": 0}
+    assert guide_sliding_window(r, "u2", limit=1, window=60, now=T0 + 30) == {"allowed": False, "remaining": 0}
+    assert guide_sliding_window(r, "u2", limit=1, window=60, now=T0 + 60)["allowed"]
+
+
+# -- the race -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_race_naive_exceeds_the_limit_and_every_course_strategy_holds_it(r, attempt):
+    race = experiments.run_race(r).set_index("contender")
+    assert race.loc[experiments.GUIDE_SLIDING, "max_admitted"] > 10
+    assert race.loc[experiments.GUIDE_SLIDING, "rounds_over_limit"] >= 1
+    for strategy in STRATEGIES:
+        assert race.loc[strategy, "max_admitted"] == 10
+        assert race.loc[strategy, "rounds_over_limit"] == 0
+    assert not list(r.scan_iter(match="course:rate_limiting:*"))
+
+
+# -- the oracle: PyPI `limits` ---------------------------------------------------------------------
+
+def test_oracle_agrees_on_every_decision(r):
+    result = experiments.run_oracle(r)
+    assert list(result["strategy"]) == list(experiments.ORACLE_PAIRS)
+    assert (result["same_decisions"] == result["requests"]).all()
+    assert ((result["allowed"] > 50) & (result["allowed"] < result["requests"])).all()  # both outcomes occur
+
+
+def _both(r, strategy, limit, window, trace):
+    with experiments.oracle_clock() as clock:
+        course = STRATEGIES[strategy](r, "oracle", limit, window)
+        ours = experiments.replay(lambda now, cost: course.hit("client", cost, now=now).allowed, trace, T0)
+        theirs = experiments.replay(experiments.oracle_limiter(r, strategy, limit, window), trace, T0, clock)
+    return ours, theirs
+
+
+def test_oracle_difference_sliding_log_boundary(r):
+    """Documented: at exactly one window of age, the course forgets an entry; `limits` still counts it."""
+    ours, theirs = _both(r, "sliding log", 1, 8, [(0, 1), (8, 1)])
+    assert ours == [True, True] and theirs == [True, False]
+
+
+def test_oracle_difference_fixed_window_anchor(r):
+    """Documented: `limits` opens a fixed window at its first request; the course aligns windows to the clock."""
+    ours, theirs = _both(r, "fixed window", 1, 8, [(4, 1), (8, 1), (11, 1)])
+    assert ours == [True, True, False] and theirs == [True, False, False]
+
+
+def test_oracle_difference_fixed_window_counts_denied_requests(r):
+    """Documented: `limits`' fixed window adds a denied request's cost too; the course's takes nothing."""
+    ours, theirs = _both(r, "fixed window", 5, 8, [(0, 4), (1, 3), (2, 1)])
+    assert ours == [True, False, True] and theirs == [True, False, False]
+
+
+def test_oracle_clock_is_restored(r):
+    import limits.storage.redis
+    import time
+
+    with experiments.oracle_clock() as clock:
+        clock.now = 5.0
+        assert limits.storage.redis.time.time() == 5.0
+    assert limits.storage.redis.time is time
+
+
+def test_oracle_trace_avoids_exact_window_ages():
+    for strategy in experiments.ORACLE_PAIRS:
+        times = [t for t, _ in experiments.oracle_trace(strategy, 8, 300)]
+        assert len(times) == 300 and times == sorted(times)
+        if strategy == "fixed window":  # each window's first request falls on the window's start
+            firsts = {}
+            for t in times:
+                firsts.setdefault(t // 8, t)
+            assert all(first % 8 == 0 for first in firsts.values())
+        else:
+            assert not {round(b - a, 6) for a in times for b in times} & {8.0}
+
+
+# -- speed ----------------------------------------------------------------------------------------
+
+def test_speed_lua_sliding_log_beats_the_guides_four_round_trips(r):
+    speed = experiments.run_speed(r, samples=600, rounds=6).set_index("contender")
+    assert set(speed.index) == {"PING", *STRATEGIES, "guide fixed window", experiments.GUIDE_SLIDING}
+    ratio = speed.loc["sliding log", "decisions_per_s"] / speed.loc[experiments.GUIDE_SLIDING, "decisions_per_s"]
+    assert ratio >= 1.5
+    assert not list(r.scan_iter(match="course:rate_limiting:*"))
+
+
+# -- traffic ---------------------------------------------------------------------------------------
+
+def test_traffic_patterns_are_deterministic_and_validated():
+    for pattern in experiments.PATTERNS:
+        times = experiments.traffic(pattern, 10, 10, 60)
+        assert times == experiments.traffic(pattern, 10, 10, 60) and times == sorted(times)
+        assert all(0 <= t < 60 for t in times)
+    with pytest.raises(ValueError):
+        experiments.traffic("weekly", 10, 10, 60)
+    with pytest.raises(ValueError):
+        experiments.traffic("steady", 0, 10, 60)
+
+
+def test_max_in_any_window_counts_half_open_spans():
+    assert experiments.max_in_any_window([], 10) == 0
+    assert experiments.max_in_any_window([0, 5, 10, 10.001], 10) == 3
+    assert experiments.max_in_any_window([0.667, 10.667], 10) == 1
+
+
+def test_traffic_summary_shows_each_strategys_character(r):
+    summary = experiments.traffic_summary(r).set_index(["pattern", "strategy"])
+    worst = summary["most_in_one_window"]
+    assert (worst.xs("sliding log", level="strategy") <= 10).all()
+    assert worst[("burst", "fixed window")] == 20  # the boundary burst: twice the limit
+    assert worst[("steady", "token bucket")] > 10  # a full bucket plus its refill
+    assert not list(r.scan_iter(match="course:rate_limiting:*"))
+
+
+def test_traffic_widget_starts_idle_and_reports_on_run(r):
+    widget = experiments.traffic_widget(r)
+    status = widget.children[2]
+    assert status.value.startswith("Choose traffic")
+    widget.children[1].children[1].click()  # Run: burst traffic, fixed window, limit 10
+    assert status.value == "60 of 60 allowed; most allowed within one 10 s span: 20 (limit 10)"
+
+
+# -- exercises ---------------------------------------------------------------------------------------
+
+def test_fixed_window_checker_accepts_the_solution(r):
+    assert evaluate(checkers.check_fixed_window, r, solutions.fixed_window).passed
+
+
+def test_fixed_window_checker_rejects_the_guides_limiter(r):
+    def guide(client, counter, limit, window):
+        count = client.incr(counter)
+        if count == 1:
+            client.expire(counter, window)
+        return count <= limit
+
+    outcome = evaluate(checkers.check_fixed_window, r, guide)
+    assert outcome.status == "failed" and "crash" in outcome.hint
+
+
+def test_fixed_window_checker_rejects_a_ttl_reset_on_every_request(r):
+    def sliding_ttl(client, counter, limit, window):
+        count = client.incr(counter)
+        client.expire(counter, window)
+        return count <= limit
+
+    outcome = evaluate(checkers.check_fixed_window, r, sliding_ttl)
+    assert outcome.status == "failed" and "never expire" in outcome.hint
+
+
+def test_fixed_window_checker_rejects_no_ttl(r):
+    def no_ttl(client, counter, limit, window):
+        return client.incr(counter) <= limit
+
+    outcome = evaluate(checkers.check_fixed_window, r, no_ttl)
+    assert outcome.status == "failed" and "TTL" in outcome.hint
+
+
+def test_sliding_log_checker_accepts_the_solution(r):
+    assert evaluate(checkers.check_sliding_log, r, solutions.sliding_log).passed
+
+
+def test_sliding_log_checker_rejects_the_guides_four_round_trips(r):
+    def four_round_trips(client, log, limit, window_ms, now_ms):
+        client.zremrangebyscore(log, "-inf", now_ms - window_ms)
+        if client.zcard(log) >= limit:
+            return False
+        client.zadd(log, {f"{now_ms}-{random.random()}": now_ms})
+        client.pexpire(log, window_ms)
+        return True
+
+    outcome = evaluate(checkers.check_sliding_log, r, four_round_trips)
+    assert outcome.status == "failed" and "Lua" in outcome.hint
+
+
+def test_sliding_log_checker_rejects_members_that_collide(r):
+    script = """
+    redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3] - ARGV[2])
+    if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+    redis.call('ZADD', KEYS[1], ARGV[3], ARGV[3])
+    return 1
+    """
+    def same_member(client, log, limit, window_ms, now_ms):
+        return client.eval(script, 1, log, limit, window_ms, now_ms)
+
+    outcome = evaluate(checkers.check_sliding_log, r, same_member)
+    assert outcome.status == "failed" and "unique" in outcome.hint
+
+
+def test_sliding_log_checker_rejects_an_off_by_one_window(r):
+    script = """
+    redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. (ARGV[3] - ARGV[2]))
+    if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+    redis.call('ZADD', KEYS[1], ARGV[3], redis.call('INCR', KEYS[2]))
+    return 1
+    """
+    def keeps_the_oldest(client, log, limit, window_ms, now_ms):
+        return client.eval(script, 2, log, log + ":seq", limit, window_ms, now_ms)
+
+    outcome = evaluate(checkers.check_sliding_log, r, keeps_the_oldest)
+    assert outcome.status == "failed" and "leaves the window" in outcome.hint
+
+
+def test_unsolved_exercises_say_so(r):
+    def stub(*args):
+        raise NotImplementedError
+
+    for checker in (checkers.check_fixed_window, checkers.check_sliding_log):
+        assert evaluate(checker, r, stub).status == "not solved yet"

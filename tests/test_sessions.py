@@ -1,0 +1,329 @@
+"""Chapter 06: the session store, the JSON-string layout, the guide's functions, experiments, exercises."""
+
+import threading
+import uuid
+
+import pytest
+
+from course_lib.connection import server_identity
+from course_lib.exercises import evaluate
+from course_lib.exercises import sessions as checkers
+from course_lib.exercises.solutions import sessions as solutions
+from course_lib.experiments import sessions as experiments
+from course_lib.servers import wait_for
+from course_lib.sessions import (SessionStore, guide_create_session, guide_destroy_session, guide_extend_session,
+                                 guide_get_session, is_well_formed, load_json_session, new_session_id,
+                                 save_json_session, supports_field_ttl)
+
+T0 = 1_700_000_000.0
+BAD_IDS = [None, 42, b"A" * 43, "", "x", "A" * 42 + "*", "A" * 42 + " ", "{course}" * 5 + "AAA", "é" * 43, "A" * 44]
+
+
+@pytest.fixture
+def store(r):
+    return SessionStore(r, idle_timeout=600, max_lifetime=3600, elevation=300)
+
+
+# -- ids ------------------------------------------------------------------------------------------
+
+def test_new_session_ids_are_256_random_bits_in_43_url_safe_chars():
+    ids = {new_session_id() for _ in range(2000)}
+    assert len(ids) == 2000
+    assert all(is_well_formed(i) and len(i) == 43 for i in ids)
+
+
+@pytest.mark.parametrize("value", BAD_IDS)
+def test_malformed_ids_are_recognised(value):
+    assert not is_well_formed(value)
+
+
+# -- the store --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("idle, lifetime, elevation", [(0, 10, 1), (10, 0, 1), (10, 10, 0), (-1, 10, 1), (20, 10, 1)])
+def test_invalid_timeouts_are_refused(r, idle, lifetime, elevation):
+    with pytest.raises(ValueError):
+        SessionStore(r, idle, lifetime, elevation)
+
+
+def test_create_and_get(store, r):
+    session_id = store.create("alice", {"cart": "tea"}, now=T0)
+    session = store.get(session_id, now=T0 + 1)
+    assert (session.id, session.user, session.created, session.deadline) == (session_id, "alice", T0, T0 + 3600)
+    assert session.data == {"cart": "tea"} and not session.elevated(T0 + 1)
+    assert r.hgetall(store.session_key(session_id)) == {
+        "_user": "alice", "_created": str(int(T0 * 1000)), "_deadline": str(int((T0 + 3600) * 1000)),
+        "data:cart": "tea"}
+    assert 0 < r.pttl(store.session_key(session_id)) <= 600_000
+
+
+def test_get_restarts_the_idle_timer_in_the_same_round_trip(store, r):
+    session_id = store.create("alice", now=T0)
+    name = store.session_key(session_id)
+    r.pexpire(name, 5_000)  # as if the user had been idle for most of the timeout
+    assert store.get(session_id, now=T0 + 100) is not None
+    assert r.pttl(name) > 590_000
+
+
+def test_idle_timer_never_reaches_past_the_deadline(store, r):
+    session_id = store.create("alice", now=T0)
+    assert store.get(session_id, now=T0 + 3590) is not None
+    assert 0 < r.pttl(store.session_key(session_id)) <= 10_000
+
+
+def test_session_past_its_deadline_is_gone_whatever_the_activity(store, r):
+    session_id = store.create("alice", now=T0)
+    for minutes in range(5, 60, 5):
+        assert store.get(session_id, now=T0 + minutes * 60) is not None
+    assert store.get(session_id, now=T0 + 3600) is None
+    assert not r.exists(store.session_key(session_id))
+
+
+def test_idle_session_expires_in_redis(store, r):
+    session_id = store.create("alice", now=T0)
+    r.pexpire(store.session_key(session_id), 1)
+    wait_for(lambda: not r.exists(store.session_key(session_id)), 5, "the session key to expire")
+    assert store.get(session_id, now=T0 + 1) is None
+
+
+@pytest.mark.parametrize("value", BAD_IDS)
+def test_bad_ids_are_no_session_never_an_error(store, r, value):
+    store.create("alice", now=T0)
+    assert store.get(value, now=T0) is None
+    assert store.update(value, {"cart": "x"}, now=T0) is False
+    assert store.destroy(value) is False
+    assert store.rotate(value, now=T0) is None
+    assert store.get(new_session_id(), now=T0) is None  # well formed but unknown
+
+
+def test_update_writes_fields_and_never_creates_a_session(store, r):
+    session_id = store.create("alice", {"cart": "tea", "theme": "dark"}, now=T0)
+    assert store.update(session_id, {"cart": "tea,jam"}, now=T0 + 1)
+    assert store.get(session_id, now=T0 + 2).data == {"cart": "tea,jam", "theme": "dark"}
+    unknown = new_session_id()
+    assert store.update(unknown, {"cart": "x"}, now=T0) is False
+    assert not r.exists(store.session_key(unknown))
+    assert store.update(session_id, {"cart": "x"}, now=T0 + 3600) is False
+    assert store.update(session_id, {}, now=T0) is False
+
+
+def test_names_with_spaces_are_refused(store):
+    with pytest.raises(ValueError):
+        store.create("alice smith", now=T0)
+    with pytest.raises(ValueError):
+        store.create("alice", {"my cart": "tea"}, now=T0)
+
+
+def test_destroy_removes_the_session_and_its_index_entry(store, r):
+    session_id = store.create("alice", now=T0)
+    assert store.destroy(session_id)
+    assert store.get(session_id, now=T0) is None and not r.exists(store.index_key("alice"))
+    assert store.destroy(session_id) is False
+
+
+def test_anonymous_sessions_are_not_indexed(store, r):
+    session_id = store.create(None, {"cart": "tea"}, now=T0)
+    assert store.get(session_id, now=T0).user is None
+    assert not list(r.scan_iter(match="course:sessions:user:*"))
+
+
+def test_rotate_at_login_moves_the_data_to_a_new_id(store, r):
+    anonymous = store.create(None, {"cart": "tea"}, now=T0)
+    logged_in = store.rotate(anonymous, now=T0 + 60, user="alice")
+    assert logged_in != anonymous and store.get(anonymous, now=T0 + 61) is None
+    session = store.get(logged_in, now=T0 + 61)
+    assert (session.user, session.created, session.deadline) == ("alice", T0 + 60, T0 + 3660)
+    assert session.data == {"cart": "tea"}
+    assert r.zrange(store.index_key("alice"), 0, -1) == [logged_in]
+
+
+def test_rotate_to_elevate_keeps_the_lifetime(store, r):
+    session_id = store.create("alice", now=T0)
+    elevated = store.rotate(session_id, now=T0 + 100, elevate=True)
+    session = store.get(elevated, now=T0 + 101)
+    assert session.elevated(T0 + 399) and not session.elevated(T0 + 400)
+    assert session.deadline == T0 + 3600
+    assert r.zrange(store.index_key("alice"), 0, -1) == [elevated]
+    assert r.pttl(store.session_key(elevated)) <= 600_000
+
+
+def test_rotate_of_a_dead_session_gives_none(store, r):
+    session_id = store.create("alice", now=T0)
+    assert store.rotate(session_id, now=T0 + 3600) is None
+    assert store.rotate(new_session_id(), now=T0) is None
+    assert not r.exists(store.index_key("alice")) or not r.zcard(store.index_key("alice"))
+
+
+def test_concurrent_rotations_of_one_id_yield_one_session(store, r):
+    session_id = store.create("alice", now=T0)
+    start = threading.Barrier(8)
+    results = []
+
+    def rotate() -> None:
+        start.wait(timeout=30)
+        results.append(store.rotate(session_id, now=T0 + 1))
+
+    workers = [threading.Thread(target=rotate) for _ in range(8)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=30)
+    winners = [result for result in results if result is not None]
+    assert len(results) == 8 and len(winners) == 1
+    assert [s.id for s in store.sessions_of("alice", now=T0 + 2)] == winners
+
+
+def test_sessions_of_lists_live_sessions_without_sliding_them(store, r):
+    first = store.create("alice", now=T0)
+    second = store.create("alice", now=T0 + 10)
+    store.create("bob", now=T0)
+    gone = store.create("alice", now=T0 + 20)
+    r.delete(store.session_key(gone))  # expired by idleness: the index still lists it
+    r.pexpire(store.session_key(first), 50_000)
+    assert [s.id for s in store.sessions_of("alice", now=T0 + 30)] == [first, second]
+    assert r.pttl(store.session_key(first)) <= 50_000
+    assert sorted(r.zrange(store.index_key("alice"), 0, -1)) == sorted([first, second])  # pruned
+    assert [s.id for s in store.sessions_of("alice", now=T0 + 3605)] == [second]  # first is past its deadline
+
+
+def test_sessions_of_never_returns_another_users_session(store, r):
+    bobs = store.create("bob", now=T0)
+    r.zadd(store.index_key("alice"), {bobs: (T0 + 3600) * 1000})  # a corrupted index
+    assert store.sessions_of("alice", now=T0) == []
+    assert store.get(bobs, now=T0).user == "bob"
+
+
+def test_destroy_all_logs_a_user_out_everywhere(store, r):
+    mine = [store.create("alice", now=T0 + i) for i in range(3)]
+    bobs = store.create("bob", now=T0)
+    assert store.destroy_all("alice") == 3
+    assert all(store.get(i, now=T0 + 5) is None for i in mine)
+    assert not r.exists(store.index_key("alice"))
+    assert store.get(bobs, now=T0 + 5).user == "bob"
+    assert store.destroy_all("alice") == 0
+
+
+def test_the_store_works_on_a_cluster(rc):
+    store = SessionStore(rc, idle_timeout=600, max_lifetime=3600)
+    ids = [store.create("alice", {"n": str(i)}, now=T0 + i) for i in range(4)]
+    assert store.update(ids[0], {"n": "x"}, now=T0 + 5)
+    rotated = store.rotate(ids[1], now=T0 + 6, elevate=True)
+    assert [s.data["n"] for s in store.sessions_of("alice", now=T0 + 7)] == ["x", "1", "2", "3"]
+    assert store.get(rotated, now=T0 + 8).elevated(T0 + 8)
+    assert store.destroy(ids[2])
+    assert store.destroy_all("alice") == 3
+    assert all(store.get(i, now=T0 + 9) is None for i in (*ids, rotated))
+
+
+# -- per-field TTL (HEXPIRE) ---------------------------------------------------------------------------
+
+def test_supports_field_ttl_matches_the_server_version(r):
+    engine, version, _ = server_identity(r)
+    major_minor = tuple(map(int, version.split(".")[:2]))
+    expected = major_minor >= ((9, 0) if engine == "Valkey" else (7, 4))
+    probe = "course:sessions:probe"
+    assert supports_field_ttl(r, probe) is expected
+    assert not r.exists(probe)
+
+
+# -- the JSON-string layout and the guide's functions ---------------------------------------------------
+
+def test_json_session_is_read_and_slid_by_getex(r):
+    name = "course:sessions:json:1"
+    save_json_session(r, name, {"user": "alice", "cart": ["tea"]}, idle_timeout=600)
+    r.expire(name, 5)
+    assert load_json_session(r, name, idle_timeout=600) == {"user": "alice", "cart": ["tea"]}
+    assert r.ttl(name) > 590
+    assert load_json_session(r, "course:sessions:json:none", 600) is None
+
+
+def test_guide_sessions_work_but_never_end_while_used(r):
+    session_id = guide_create_session(r, "alice", {"role": "user"}, now=T0)
+    assert uuid.UUID(session_id).version == 4
+    data = guide_get_session(r, session_id)
+    assert data == {"userId": "alice", "role": "user", "createdAt": int(T0 * 1000)}
+    name = f"course:sessions:guide:{session_id}"
+    r.expire(name, 10)
+    guide_get_session(r, session_id)
+    assert r.ttl(name) <= 10  # reading does not slide the timer: a separate call must
+    guide_extend_session(r, session_id)
+    assert r.ttl(name) > 86_000  # ...and each extension grants a full day again, without end
+    guide_destroy_session(r, session_id)
+    assert guide_get_session(r, session_id) is None
+
+
+# -- experiments ------------------------------------------------------------------------------------
+
+def test_concurrent_updates_keep_every_hash_field(r):
+    result = experiments.run_concurrent_updates(r, threads=4, updates=50).set_index("layout")
+    assert result.loc["hash (SessionStore.update)", "fields_current"] == 4
+    assert result.loc["hash (SessionStore.update)", "stale_fields"] == 0
+    assert result["writes"].eq(200).all()
+    assert not list(r.scan_iter(match="course:sessions:*"))
+
+
+def test_read_cost_getex_beats_get_plus_expire(r):
+    cost = experiments.run_read_cost(r, samples=600, rounds=6).set_index("read")
+    assert list(cost["round_trips"]) == [2, 1, 1]
+    assert cost.loc["guide: GET + EXPIRE", "median_us"] / cost.loc["JSON string: GETEX", "median_us"] >= 1.3
+    assert not list(r.scan_iter(match="course:sessions:*"))
+
+
+# -- exercises -----------------------------------------------------------------------------------------
+
+def test_session_id_checker_accepts_the_solution_and_a_128_bit_hex_id(r):
+    import secrets
+
+    assert evaluate(checkers.check_session_id, r, solutions.session_id).passed
+    assert evaluate(checkers.check_session_id, r, lambda: secrets.token_hex(16)).passed
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (lambda: str(uuid.uuid4()), "bits"),
+    (lambda: uuid.uuid1().hex, "bits"),
+    (lambda: "%032x" % __import__("random").getrandbits(128), "secrets"),
+    (lambda: "same", "repeat"),
+    (lambda: __import__("secrets").token_hex(16) + ";", "cookie"),
+])
+def test_session_id_checker_rejects_weak_ids(r, wrong, hint):
+    outcome = evaluate(checkers.check_session_id, r, wrong)
+    assert outcome.status == "failed" and hint in outcome.hint
+
+
+def test_log_out_everywhere_checker_accepts_the_solution(r):
+    assert evaluate(checkers.check_log_out_everywhere, r, solutions.log_out_everywhere).passed
+
+
+def test_log_out_everywhere_checker_rejects_wrong_answers(r):
+    def index_only(client, prefix, user):
+        return client.delete(f"{prefix}user:{user}")
+
+    def everything(client, prefix, user):
+        names = list(client.scan_iter(match=f"{prefix}session:*"))
+        client.delete(f"{prefix}user:{user}")
+        return client.delete(*names)
+
+    def counts_the_index(client, prefix, user):
+        ids = client.smembers(f"{prefix}user:{user}")
+        client.delete(*(f"{prefix}session:{i}" for i in ids), f"{prefix}user:{user}")
+        return len(ids)
+
+    for wrong, hint in ((index_only, "still exist"), (everything, "bob"), (counts_the_index, "return how many")):
+        outcome = evaluate(checkers.check_log_out_everywhere, r, wrong)
+        assert outcome.status == "failed" and hint in outcome.hint, outcome
+
+
+def test_sliding_read_checker(r):
+    assert evaluate(checkers.check_sliding_read, r, solutions.sliding_read).passed
+    get_only = evaluate(checkers.check_sliding_read, r, lambda client, name, idle: solutions.json.loads(
+        client.get(name)) if client.exists(name) else None)
+    assert get_only.status == "failed" and "GETEX" in get_only.hint
+    no_parse = evaluate(checkers.check_sliding_read, r, lambda client, name, idle: client.getex(name, ex=idle))
+    assert no_parse.status == "failed" and "json" in no_parse.hint
+
+
+def test_unsolved_exercises_say_so(r):
+    def stub(*args):
+        raise NotImplementedError
+
+    for checker in (checkers.check_session_id, checkers.check_log_out_everywhere, checkers.check_sliding_read):
+        assert evaluate(checker, r, stub).status == "not solved yet"

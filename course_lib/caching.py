@@ -17,13 +17,13 @@ import json
 import random
 import secrets
 import time
-from importlib import resources
 from typing import Callable
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from course_lib import lua
 from course_lib.keys import key
 
 CHAPTER = "caching"
@@ -92,14 +92,9 @@ def cache_aside(client, name: str, *, ttl: float = 300.0, jitter: float = 0.1, n
     return decorate
 
 
-@functools.cache
-def _release_source() -> str:
-    return resources.files("course_lib").joinpath("lua", "caching_release_lock.lua").read_text()
-
-
 def release_lock(client, lock_key: str, token: str) -> bool:
     """Delete `lock_key` only if it still holds `token` (Lua: GET + DEL, atomic). True if it did."""
-    return bool(client.register_script(_release_source())(keys=[lock_key], args=[token]))
+    return bool(lua.register(client, "caching_release_lock")(keys=[lock_key], args=[token]))
 
 
 def cache_aside_locked(client, name: str, *, ttl: float = 300.0, jitter: float = 0.1, negative_ttl: float = 30.0,

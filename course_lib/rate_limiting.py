@@ -24,13 +24,12 @@ a caller whose clock runs behind sees a more lenient limiter for as long as it i
 
 from __future__ import annotations
 
-import functools
 import random
 import time
 from dataclasses import dataclass
-from importlib import resources
 from typing import Callable
 
+from course_lib import lua
 from course_lib.keys import delete_prefix, hash_tag, key
 
 CHAPTER = "rate_limiting"
@@ -51,12 +50,6 @@ class Decision:
     remaining: int
     retry_after: float
     reset_after: float
-
-
-@functools.cache
-def lua_source(name: str) -> str:
-    """The text of `course_lib/lua/rate_limiting_<name>.lua` (also for showing it in the notebook)."""
-    return resources.files("course_lib").joinpath("lua", f"rate_limiting_{name}.lua").read_text()
 
 
 def _now_ms(now: float | None) -> int:
@@ -89,7 +82,7 @@ class RateLimiter:
         self.limit = limit
         self.window = window
         self.window_ms = round(window * 1000)
-        self._script = client.register_script(lua_source(self.strategy))
+        self._script = lua.register(client, f"rate_limiting_{self.strategy}")
 
     def key(self, identity: str, *parts: object) -> str:
         """The key of `identity` for this limiter: `course:rate_limiting:{<name>:<identity>}:<parts>`."""

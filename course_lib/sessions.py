@@ -21,30 +21,23 @@ live session the index does not know about: "log out everywhere" must not miss o
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 import secrets
 import time
 import uuid
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Mapping
 
 from redis.exceptions import ResponseError
 
+from course_lib import lua
 from course_lib.keys import key
 
 CHAPTER = "sessions"
 SESSION_ID_BYTES = 32  # 256 random bits; 128 is the floor (OWASP: at least 64 bits of entropy)
 _ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{43}")  # what token_urlsafe(32) produces
 _DATA = "data:"
-
-
-@functools.cache
-def lua_source(name: str) -> str:
-    """The text of `course_lib/lua/sessions_<name>.lua` (also for showing it in the notebook)."""
-    return resources.files("course_lib").joinpath("lua", f"sessions_{name}.lua").read_text()
 
 
 def _ms(now: float | None) -> int:
@@ -101,9 +94,9 @@ class SessionStore:
         self.idle_ms = round(idle_timeout * 1000)
         self.lifetime_ms = round(max_lifetime * 1000)
         self.elevation_ms = round(elevation * 1000)
-        self._get = client.register_script(lua_source("get"))
-        self._update = client.register_script(lua_source("update"))
-        self._take = client.register_script(lua_source("take"))
+        self._get = lua.register(client, "sessions_get")
+        self._update = lua.register(client, "sessions_update")
+        self._take = lua.register(client, "sessions_take")
 
     @staticmethod
     def session_key(session_id: str) -> str:

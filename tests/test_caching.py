@@ -10,7 +10,8 @@ import redis
 from course_lib import caching
 from course_lib.caching import (TrackingCache, cache_aside, cache_aside_locked, jittered_ttl, release_lock, store,
                                 update_then_invalidate, write_through)
-from course_lib.exercises import evaluate
+from course_lib.concurrency import run_together
+from course_lib.exercises import ExerciseFailed, evaluate
 from course_lib.exercises import caching as checkers
 from course_lib.exercises.solutions import caching as solutions
 from course_lib.experiments import caching as experiments
@@ -102,19 +103,7 @@ def test_cache_aside_on_the_cluster_and_bulk_invalidation_across_primaries(rc):
 # --- stampede ------------------------------------------------------------------------------------
 
 def burst(get, arg, n):
-    barrier = threading.Barrier(n)
-    results = []
-
-    def call():
-        barrier.wait(timeout=30)
-        results.append(get(arg))
-
-    threads = [threading.Thread(target=call) for _ in range(n)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return results
+    return run_together(lambda _slot: get(arg), n, timeout=60, what="cache burst")
 
 
 def test_locked_cache_aside_loads_once_for_concurrent_misses(r, shop):
@@ -395,6 +384,19 @@ def test_stampede_lock_checker(r):
 
     assert "ran the query" in evaluate(check, r, plain).hint
     assert "release the lock" in evaluate(check, r, lock_never_released).hint
+
+
+def test_stampede_lock_checker_reports_callers_that_never_return(r):
+    release = threading.Event()
+
+    def waits_for_ever(client, cache_key, load):
+        release.wait(timeout=60)  # stuck until the test lets it go
+
+    try:
+        with pytest.raises(ExerciseFailed, match=r"had not returned after 1 s: bound every wait"):
+            checkers.check_stampede_lock(r, waits_for_ever, timeout=1)
+    finally:
+        release.set()
 
 
 def test_module_constants():

@@ -15,7 +15,7 @@ import textwrap
 import pytest
 
 from course_lib import runtime
-from course_lib.servers import pid_alive, wait_for
+from course_lib.servers import ServerError, pid_alive, wait_for
 
 
 def _all_pids(stack):
@@ -184,3 +184,11 @@ def test_cli_reports_errors_without_a_traceback(tmp_path):
     result = subprocess.run([sys.executable, "-m", "course_lib", "status", "--runtime-dir", str(tmp_path)],
                             capture_output=True, text=True)
     assert result.returncode == 1 and "python -m course_lib up" in result.stdout
+
+
+def test_an_unusable_runtime_folder_is_explained(tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("COURSE_RUNTIME_DIR", str(blocker / "runtime"))
+    with pytest.raises(ServerError, match=r"Cannot use runtime folder .* Set COURSE_RUNTIME_DIR to a writable folder"):
+        runtime.up()

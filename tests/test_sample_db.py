@@ -2,12 +2,12 @@
 
 import shutil
 import sqlite3
-import threading
 import time
 
 import pytest
 
 from course_lib import sample_db
+from course_lib.concurrency import run_together
 from course_lib.sample_db import Shop, build_database, database_path
 
 
@@ -68,11 +68,7 @@ def test_customer_report_is_a_genuinely_slow_aggregate(shop):
 
 
 def test_queries_from_threads_are_all_counted(shop):
-    threads = [threading.Thread(target=shop.user, args=(n,)) for n in range(1, 21)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_together(lambda slot: shop.user(slot + 1), 20, timeout=60, what="shop users")
     assert shop.queries == 20
 
 

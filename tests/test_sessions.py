@@ -1,10 +1,10 @@
 """Chapter 06: the session store, the JSON-string layout, the guide's functions, experiments, exercises."""
 
-import threading
 import uuid
 
 import pytest
 
+from course_lib.concurrency import run_together
 from course_lib.connection import server_identity
 from course_lib.exercises import evaluate
 from course_lib.exercises import sessions as checkers
@@ -155,18 +155,7 @@ def test_rotate_of_a_dead_session_gives_none(store, r):
 
 def test_concurrent_rotations_of_one_id_yield_one_session(store, r):
     session_id = store.create("alice", now=T0)
-    start = threading.Barrier(8)
-    results = []
-
-    def rotate() -> None:
-        start.wait(timeout=30)
-        results.append(store.rotate(session_id, now=T0 + 1))
-
-    workers = [threading.Thread(target=rotate) for _ in range(8)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(timeout=30)
+    results = run_together(lambda _slot: store.rotate(session_id, now=T0 + 1), 8, timeout=30, what="rotations")
     winners = [result for result in results if result is not None]
     assert len(results) == 8 and len(winners) == 1
     assert [s.id for s in store.sessions_of("alice", now=T0 + 2)] == winners

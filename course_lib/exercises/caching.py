@@ -5,9 +5,9 @@ Keys written: only under `course:caching:exercise:` (strings: cached JSON, locks
 
 from __future__ import annotations
 
-import threading
 from typing import Callable
 
+from course_lib.concurrency import StillRunning, run_together
 from course_lib.exercises import ExerciseFailed, exercise_prefix
 from course_lib.sample_db import Shop
 
@@ -83,28 +83,13 @@ def check_stampede_lock(client, solution: Callable, concurrency: int = 8, timeou
     with Shop() as shop:
         expected = shop.customer_report(7)
         queries = shop.queries
-        barrier = threading.Barrier(concurrency)
-        results, errors = [], []
-
-        def caller() -> None:
-            barrier.wait(timeout=timeout)
-            try:
-                results.append(solution(client, cache_key, lambda: shop.customer_report(7)))
-            except Exception as error:  # re-raised below, in the checker's own thread
-                errors.append(error)
-
-        # Daemon threads: a solution that never returns must not keep the kernel from exiting.
-        threads = [threading.Thread(target=caller, daemon=True) for _ in range(concurrency)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout)
-        if any(thread.is_alive() for thread in threads):
-            raise ExerciseFailed(f"some callers had not returned after {timeout:.0f} s: bound every wait")
-        if errors:
-            raise errors[0]
+        try:
+            results = run_together(lambda _slot: solution(client, cache_key, lambda: shop.customer_report(7)),
+                                   concurrency, timeout=timeout, what="stampede_lock callers")
+        except StillRunning:
+            raise ExerciseFailed(f"some callers had not returned after {timeout:.0f} s: bound every wait") from None
         loads = shop.queries - queries
-    if len(results) != concurrency or any(result != expected for result in results):
+    if any(result != expected for result in results):
         raise ExerciseFailed("every caller must return the report load() returns")
     if loads != 1:
         raise ExerciseFailed(f"{concurrency} concurrent misses ran the query {loads} times: "

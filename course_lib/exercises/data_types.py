@@ -6,8 +6,7 @@ Keys written, all under `course:data_types:exercise:`: `board` (sorted set), `lo
 
 from __future__ import annotations
 
-import threading
-
+from course_lib.concurrency import StillRunning, run_together
 from course_lib.exercises import ExerciseFailed, exercise_prefix
 
 PLAYERS = {"ada": 120, "bob": 300, "cy": 90, "dee": 300, "eve": 250, "fay": 40, "gus": 180,
@@ -91,24 +90,16 @@ def check_add_to_cart(client, solution) -> None:
         raise ExerciseFailed(f"other items must stay as they were, the cart is now {client.hgetall(cart)}")
 
     threads, adds = 4, 100
-    errors: list[BaseException] = []
 
-    def shopper() -> None:
-        try:
-            for _ in range(adds):
-                solution(client, cart, "fig", 1)
-        except BaseException as error:
-            errors.append(error)
+    def shopper(_slot: int) -> None:
+        for _ in range(adds):
+            solution(client, cart, "fig", 1)
 
-    workers = [threading.Thread(target=shopper) for _ in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(timeout=60)
-    if any(worker.is_alive() for worker in workers):
-        raise ExerciseFailed(f"{threads * adds} calls from {threads} threads took over a minute: does your function block?")
-    if errors:
-        raise errors[0]
+    try:
+        run_together(shopper, threads, timeout=60, what="add_to_cart shoppers")
+    except StillRunning:
+        raise ExerciseFailed(f"{threads * adds} calls from {threads} threads took over a minute: "
+                             "does your function block?") from None
     figs = int(client.hget(cart, "fig") or 0)
     if figs != threads * adds:
         raise ExerciseFailed(f"{threads} shoppers adding {adds} figs each left {figs}, not {threads * adds}: "

@@ -7,8 +7,7 @@ the name as a prefix). `evaluate` deletes them before and after each check.
 
 from __future__ import annotations
 
-import threading
-
+from course_lib.concurrency import StillRunning, run_together
 from course_lib.exercises import ExerciseFailed, exercise_prefix
 
 
@@ -50,24 +49,15 @@ def _race(client, solution, prefix: str, limit: int, rounds: int = 20, threads: 
     worst = 0
     for n in range(rounds):
         log = f"{prefix}log:race:{n}"
-        start = threading.Barrier(threads)
-        admitted = [0] * threads
-        errors: list[BaseException] = []
 
-        def work(slot: int) -> None:
-            try:
-                start.wait(timeout=30)
-                admitted[slot] = sum(bool(solution(client, log, limit, 60_000, 1_000_000)) for _ in range(per_thread))
-            except BaseException as error:
-                errors.append(error)
+        def send(_slot: int) -> int:
+            return sum(bool(solution(client, log, limit, 60_000, 1_000_000)) for _ in range(per_thread))
 
-        workers = [threading.Thread(target=work, args=(slot,)) for slot in range(threads)]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join(timeout=60)
-        if errors:
-            raise errors[0]
+        try:
+            admitted = run_together(send, threads, timeout=60, what="sliding_log race")
+        except StillRunning:
+            raise ExerciseFailed(f"{threads * per_thread} calls from {threads} threads took over a minute: "
+                                 "does your function block?") from None
         worst = max(worst, sum(admitted))
     return worst
 

@@ -27,6 +27,7 @@ import pandas as pd
 import redis
 
 from course_lib.caching import TrackingCache, cache_aside, cache_aside_locked
+from course_lib.concurrency import run_together
 from course_lib.keys import delete_prefix, key
 from course_lib.measure import latencies, percentile, summary_ms
 from course_lib.sample_db import Shop
@@ -105,26 +106,16 @@ def summarize(frame: pd.DataFrame) -> pd.DataFrame:
 def run_stampede(client, shop: Shop, concurrency: int = 10, user_id: int = 7) -> pd.DataFrame:
     """`concurrency` threads miss the same cold key at once, with plain and with locked cache-aside.
 
-    The threads start together on a barrier and are all joined. Returns one row per variant:
-    how many database queries the misses caused, and the wall time of the burst.
+    The threads start together on a barrier and are all joined (within 60 s). Returns one row
+    per variant: how many database queries the misses caused, and the wall time of the burst.
     """
     rows = []
     for label, decorator in (("plain cache-aside", cache_aside), ("with per-key lock", cache_aside_locked)):
         report = decorator(client, "stampede")(shop.customer_report)
         report.invalidate(user_id)
-        barrier = threading.Barrier(concurrency)
-
-        def request() -> None:
-            barrier.wait(timeout=30)
-            report(user_id)
-
-        threads = [threading.Thread(target=request) for _ in range(concurrency)]
         queries = shop.queries
         start = time.perf_counter()
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        run_together(lambda _slot: report(user_id), concurrency, timeout=60, what=f"stampede ({label})")
         rows.append({"variant": label, "concurrent misses": concurrency,
                      "db queries": shop.queries - queries, "seconds": time.perf_counter() - start})
         report.invalidate(user_id)

@@ -13,11 +13,11 @@ when the learner presses a button.
 from __future__ import annotations
 
 import random
-import threading
 from typing import Callable
 
 import pandas as pd
 
+from course_lib.concurrency import run_together
 from course_lib.data_types import add_points, increment, increment_unsafely, place, top
 from course_lib.keys import key
 from course_lib.measure import latencies, summary_ms
@@ -28,27 +28,13 @@ CHAPTER = "data_types"
 # -- counters under concurrency ------------------------------------------------------------------
 
 def _hammer(client, name: str, operation: Callable, threads: int, increments: int) -> None:
-    """Run `operation(client, name)` `increments` times in each of `threads` threads, all joined."""
-    start = threading.Barrier(threads)
-    errors: list[BaseException] = []
+    """Run `operation(client, name)` `increments` times in each of `threads` threads, released together."""
 
-    def work() -> None:
-        try:
-            start.wait(timeout=30)  # release every thread at once, so they really overlap
-            for _ in range(increments):
-                operation(client, name)
-        except BaseException as error:  # surfaced below: a thread's exception is otherwise lost
-            errors.append(error)
+    def work(_slot: int) -> None:
+        for _ in range(increments):
+            operation(client, name)
 
-    workers = [threading.Thread(target=work, name=f"counter-{i}") for i in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(timeout=120)
-    if any(worker.is_alive() for worker in workers):
-        raise RuntimeError(f"counter threads did not finish within 120 s ({name})")
-    if errors:
-        raise errors[0]
+    run_together(work, threads, timeout=120, what=f"counter race on {name}")
 
 
 def run_counter_race(client, threads: int = 4, increments: int = 500) -> pd.DataFrame:

@@ -15,12 +15,12 @@ from __future__ import annotations
 import contextlib
 import random
 import statistics
-import threading
 from bisect import bisect_right
 from typing import Callable, Iterator
 
 import pandas as pd
 
+from course_lib.concurrency import run_together
 from course_lib.keys import delete_prefix, key
 from course_lib.measure import latencies
 from course_lib.rate_limiting import STRATEGIES, guide_fixed_window, guide_sliding_window
@@ -40,27 +40,11 @@ def _forget(client, *starts: str) -> None:
 
 def _burst(allow: Callable[[], bool], threads: int, per_thread: int) -> int:
     """Release `threads` threads at once, each calling `allow()` `per_thread` times; how many were allowed."""
-    start = threading.Barrier(threads)
-    admitted = [0] * threads
-    errors: list[BaseException] = []
 
-    def work(slot: int) -> None:
-        try:
-            start.wait(timeout=30)  # every thread leaves the barrier together, so requests overlap
-            admitted[slot] = sum(bool(allow()) for _ in range(per_thread))
-        except BaseException as error:  # re-raised below: a thread's exception is otherwise lost
-            errors.append(error)
+    def send(_slot: int) -> int:
+        return sum(bool(allow()) for _ in range(per_thread))
 
-    workers = [threading.Thread(target=work, args=(slot,), name=f"burst-{slot}") for slot in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(timeout=60)
-    if any(worker.is_alive() for worker in workers):
-        raise RuntimeError("burst threads did not finish within 60 s")
-    if errors:
-        raise errors[0]
-    return sum(admitted)
+    return sum(run_together(send, threads, timeout=60, what="burst"))
 
 
 def run_race(client, limit: int = 10, threads: int = 8, per_thread: int = 5, rounds: int = 20) -> pd.DataFrame:

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 import statistics
-import threading
 
 import pandas as pd
 
+from course_lib.concurrency import run_together
 from course_lib.keys import key
 from course_lib.measure import latencies
 from course_lib.sessions import (SessionStore, guide_create_session, guide_destroy_session, guide_extend_session,
@@ -47,24 +47,11 @@ def run_concurrent_updates(client, threads: int = 4, updates: int = 100) -> pd.D
     }
     rows = []
     for layout, write in writers.items():
-        start = threading.Barrier(threads)
-        errors: list[BaseException] = []
-
         def work(slot: int) -> None:
-            try:
-                start.wait(timeout=30)
-                for n in range(1, updates + 1):
-                    write(f"field{slot}", str(n))
-            except BaseException as error:  # re-raised below: a thread's exception is otherwise lost
-                errors.append(error)
+            for n in range(1, updates + 1):
+                write(f"field{slot}", str(n))
 
-        workers = [threading.Thread(target=work, args=(slot,)) for slot in range(threads)]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join(timeout=60)
-        if errors:
-            raise errors[0]
+        run_together(work, threads, timeout=60, what=f"session writers ({layout})")
         stored = (json.loads(client.get(json_key)) if layout.startswith("JSON")
                   else store.get(session_id).data)
         finals = [int(stored.get(f"field{slot}", 0)) for slot in range(threads)]

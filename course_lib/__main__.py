@@ -93,6 +93,22 @@ def cmd_lab(args: argparse.Namespace, jupyter_args: list[str]) -> int:
             print("Stopped the embedded servers this session started.")
 
 
+def cmd_watch(args: argparse.Namespace) -> int:
+    """Fork the watchdog off (see `runtime.watch`); the parent prints its pid and returns at once."""
+    child = os.fork()
+    if child:
+        print(child)
+        return 0
+    os.setsid()
+    quiet = os.open(os.devnull, os.O_RDWR)
+    for stream in (0, 1, 2):  # release the starter's pipes, or it would wait for them to close
+        os.dup2(quiet, stream)
+    try:
+        runtime.watch(args.runtime_dir)
+    finally:
+        os._exit(0)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m course_lib", description=__doc__.splitlines()[0])
     common = argparse.ArgumentParser(add_help=False)
@@ -111,8 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "lab":
             return cmd_lab(args, rest)
         if args.command == "watch":
-            runtime.watch(args.runtime_dir)
-            return 0
+            return cmd_watch(args)
         return {"up": cmd_up, "down": cmd_down, "status": cmd_status}[args.command](args)
     except ServerError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -304,35 +304,39 @@ def release(owner: int, folder: str | os.PathLike | None = None) -> bool:
 
 
 def _start_watchdog(folder: Path) -> int:
-    """A detached process that stops the servers once every owner has died (see `watch`)."""
-    process = subprocess.Popen(
+    """Start the watchdog (see `watch`), detached like the servers; returns its pid.
+
+    `python -m course_lib watch` forks, prints the child's pid and exits, so the watchdog is nobody's
+    child: it outlives the kernel that started it, and leaves no zombie or "still running" warning.
+    """
+    result = subprocess.run(
         [sys.executable, "-m", "course_lib", "watch", "--runtime-dir", str(folder)],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True, close_fds=True,
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30,
     )
-    return process.pid
+    if result.returncode != 0 or not result.stdout.strip().isdigit():
+        raise ServerError(f"The watchdog did not start: {result.stderr.strip()[-400:]}")
+    return int(result.stdout)
 
 
 def watch(folder: str | os.PathLike, poll: float = 0.2) -> None:
     """Body of the watchdog: wait until the leased stack has no live owner, then stop it.
 
-    Exits as soon as the stack is gone, kept until `down` (no owners), or handed to a newer watchdog.
+    Returns as soon as the stack is gone, kept until `down` (no owners), or handed to another
+    watchdog. Each look is taken under the runtime lock, so it never reads a half-finished `up`.
     """
     import time
 
     path = runtime_dir(folder)
     me = os.getpid()
     while True:
-        stack = load(path)
-        if stack is None or stack.owners is None or stack.watchdog not in (None, me):
-            return
-        if not _live_owners(stack.owners):
-            with _locked(path):
-                stack = load(path)
-                if stack is not None and stack.owners is not None and not _live_owners(stack.owners):
-                    _stop_all(stack)
-                    _state_file(path).unlink(missing_ok=True)
-            return
+        with _locked(path):
+            stack = load(path)
+            if stack is None or stack.owners is None or stack.watchdog != me:
+                return
+            if not _live_owners(stack.owners):
+                _stop_all(stack)
+                _state_file(path).unlink(missing_ok=True)
+                return
         time.sleep(poll)  # a watchdog has no event to block on: a dead process sends none
 
 

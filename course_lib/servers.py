@@ -142,10 +142,8 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str) -> obje
 
 def client_for(port: int, **kwargs) -> redis.Redis:
     """A short-timeout client for managing one local server (not the one notebooks use)."""
-    return redis.Redis(
-        host="127.0.0.1", port=port, decode_responses=True,
-        socket_timeout=2, socket_connect_timeout=1, retry=None, **kwargs,
-    )
+    settings = {"decode_responses": True, "socket_timeout": 2, "socket_connect_timeout": 1, "retry": None, **kwargs}
+    return redis.Redis(host="127.0.0.1", port=port, **settings)
 
 
 def answers_as(port: int, pid: int) -> bool:
@@ -183,9 +181,13 @@ def pid_alive(pid: int) -> bool:
 
 
 def is_our_server(pid: int, port: int) -> bool:
-    """True when `pid` is a redis/valkey server for `port`, even if it no longer answers."""
-    line = _command_line(pid)
-    return pid_alive(pid) and "server" in line and f":{port}" in line
+    """True when `pid` is a running redis/valkey server listening on 127.0.0.1:`port`.
+
+    Asks the process table, not the port: a server that is busy (DEBUG SLEEP, a long KEYS) still
+    counts, and a pid the system has since given to another program does not.
+    """
+    pattern = rf"(?:redis|valkey)-server 127\.0\.0\.1:{port}\b"
+    return pid_alive(pid) and re.search(pattern, _command_line(pid)) is not None
 
 
 @dataclass
@@ -201,18 +203,18 @@ class Server:
         return client_for(self.port, **kwargs)
 
     def alive(self) -> bool:
-        return answers_as(self.port, self.pid)
+        return is_our_server(self.pid, self.port)
 
     def stop(self, timeout: float = 10) -> None:
         """SHUTDOWN NOSAVE, then SIGKILL if it lingers; never signals a process that is not ours."""
+        if not is_our_server(self.pid, self.port):
+            return  # already gone, or the pid now belongs to another program: leave it alone
         if answers_as(self.port, self.pid):
             with contextlib.suppress(redis.RedisError, OSError), self.client() as client:
                 client.shutdown(nosave=True)
-        elif is_our_server(self.pid, self.port):
+        else:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGTERM)
-        else:
-            return  # already gone, or the pid now belongs to another program: leave it alone
         try:
             wait_for(lambda: not pid_alive(self.pid), timeout, f"server pid {self.pid} to exit")
         except ServerError:

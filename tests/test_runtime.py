@@ -11,8 +11,10 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
+import redis
 
 from course_lib import runtime
 from course_lib.servers import ServerError, pid_alive, wait_for
@@ -48,6 +50,29 @@ def test_up_reuses_live_servers(kept):
     with kept.standalone.client() as client:
         assert client.config_get("bind") == {"bind": "127.0.0.1"}
         assert client.config_get("save") == {"save": ""}
+
+
+def test_a_busy_server_is_not_mistaken_for_a_dead_one(kept):
+    """A lesson running DEBUG SLEEP (or a long KEYS) while another kernel calls `up`: nothing is replaced."""
+    def sleep_on_server():
+        with kept.standalone.client(socket_timeout=10) as client:
+            client.execute_command("DEBUG", "SLEEP", "2.5")  # longer than the 2 s management timeout
+
+    def server_is_blocked() -> bool:
+        try:
+            with kept.standalone.client(socket_timeout=0.2) as client:
+                client.ping()
+            return False
+        except redis.TimeoutError:
+            return True
+
+    sleeper = threading.Thread(target=sleep_on_server)
+    sleeper.start()
+    try:
+        wait_for(server_is_blocked, 5, "DEBUG SLEEP to block the server")
+        assert _all_pids(runtime.up(kept.folder)) == _all_pids(kept)
+    finally:
+        sleeper.join(10)
 
 
 def test_cluster_has_three_primaries_three_replicas_and_all_slots(kept):
@@ -158,20 +183,20 @@ def test_servers_started_by_a_kernel_that_dies_are_stopped(tmp_path):
     """)
     env = {k: v for k, v in os.environ.items() if k not in ("COURSE_REDIS_URL", "COURSE_CLUSTER_URL")}
     env["COURSE_RUNTIME_DIR"] = str(folder)
-    process = subprocess.Popen([sys.executable, "-c", kernel], env=env, stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, text=True)
-    try:
-        assert process.stdout.readline().strip() == "connected"
-        stack = runtime.load(runtime.runtime_dir(folder))
-        assert stack.owners == [process.pid]
-        pids = _all_pids(stack) + [stack.watchdog]
-        process.kill()
-        process.wait()
-        _assert_gone(pids)  # the watchdog noticed its owner died and stopped everything, itself included
-        assert runtime.load(runtime.runtime_dir(folder)) is None
-    finally:
-        process.kill()
-        runtime.down(folder)
+    with subprocess.Popen([sys.executable, "-c", kernel], env=env, stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, text=True) as process:
+        try:
+            assert process.stdout.readline().strip() == "connected"
+            stack = runtime.load(runtime.runtime_dir(folder))
+            assert stack.owners == [process.pid]
+            pids = _all_pids(stack) + [stack.watchdog]
+            process.kill()
+            process.wait()
+            _assert_gone(pids)  # the watchdog noticed its owner died and stopped everything, itself included
+            assert runtime.load(runtime.runtime_dir(folder)) is None
+        finally:
+            process.kill()
+            runtime.down(folder)
 
 
 def test_cli_reports_errors_without_a_traceback(tmp_path):

@@ -1,0 +1,154 @@
+"""Chapter 04's experiments: each `run_*` returns a DataFrame; `simulator_widget` wraps `run_simulation`.
+
+Keys written (all under `course:streams:`, each run deletes what it wrote before starting and after):
+- `{batch}:events`: stream with group `batch`: `run_batch_reads`;
+- `{sim}:events`, `{sim}:events:dead`: streams (group `workers`): `run_simulation`.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+
+import pandas as pd
+
+from course_lib.keys import delete_prefix, key
+from course_lib.streams import Recovery, ensure_group, entries, process_new, recover
+
+CHAPTER = "streams"
+
+
+def _forget(client, tag: str) -> None:
+    delete_prefix(client, key(CHAPTER, "{" + tag + "}") + ":")
+
+
+def run_batch_reads(client, messages: int = 2000, counts: tuple[int, ...] = (1, 100), rounds: int = 3) -> pd.DataFrame:
+    """Drain `messages` entries through a consumer group reading COUNT n at a time, for each n.
+
+    Each read is one XREADGROUP and each batch one XACK of all its ids: COUNT 1 costs two round trips
+    per entry, COUNT 100 two per hundred. The sizes take turns `rounds` times; the best (least
+    disturbed) run of each is kept. Returns rows: count, messages, round_trips, seconds, us_per_message.
+    """
+    stream, group = key(CHAPTER, "{batch}", "events"), "batch"
+    best: dict[int, float] = {}
+    trips: dict[int, int] = {}
+    for _ in range(rounds):
+        for count in counts:
+            _forget(client, "batch")
+            with client.pipeline(transaction=False) as pipe:
+                for n in range(messages):
+                    pipe.xadd(stream, {"n": n})
+                pipe.execute()
+            ensure_group(client, stream, group)
+            calls = 0
+            start = time.perf_counter()
+            while True:
+                batch = entries(client.xreadgroup(group, "reader", {stream: ">"}, count=count))
+                calls += 1
+                if not batch:
+                    break
+                client.xack(stream, group, *(entry_id for entry_id, _ in batch))
+                calls += 1
+            elapsed = time.perf_counter() - start
+            best[count] = min(best.get(count, elapsed), elapsed)
+            trips[count] = calls
+    _forget(client, "batch")
+    return pd.DataFrame([{"count": count, "messages": messages, "round_trips": trips[count],
+                          "seconds": round(best[count], 4),
+                          "us_per_message": round(best[count] / messages * 1e6, 1)} for count in counts])
+
+
+class _Crash(Exception):
+    """A simulated worker failure while handling one entry."""
+
+
+def run_simulation(client, rate: int = 5, workers: int = 2, crash_probability: float = 0.1, ticks: int = 30,
+                   batch: int = 5, max_deliveries: int = 3, poison_every: int = 25, seed: int = 4) -> pd.DataFrame:
+    """A consumer group over simulated time: producers, workers that crash, recovery, dead letters.
+
+    Every tick: `rate` events are appended (every `poison_every`-th one is poison: handling it always
+    fails); each live worker reads up to `batch` new entries with `process_new`; with probability
+    `crash_probability` (seeded RNG) a worker dies instead, leaving its batch pending and staying
+    down for 2 ticks. Then one live worker runs `recover` (min idle 0: everything pending at that
+    point belongs to a dead worker or a failed entry), moving an entry delivered more than
+    `max_deliveries` times to the dead-letter stream. Single-threaded, so the result is the same on
+    every run and engine.
+
+    Returns one row per tick: tick, produced, processed, pending, dead_lettered, undelivered.
+    """
+    if not (0 <= crash_probability <= 1 and rate >= 0 and workers >= 1 and ticks >= 1 and batch >= 1):
+        raise ValueError("need 0 <= crash_probability <= 1, rate >= 0, workers >= 1, ticks >= 1, batch >= 1")
+    stream, dead, group = key(CHAPTER, "{sim}", "events"), key(CHAPTER, "{sim}", "events", "dead"), "workers"
+    _forget(client, "sim")
+    ensure_group(client, stream, group)
+    rng = random.Random(seed)
+    down_until = [0] * workers
+    produced = processed = dead_lettered = 0
+
+    def handle(entry_id: str, fields: dict[str, str]) -> None:
+        if fields.get("poison") == "1":
+            raise _Crash(entry_id)
+
+    rows = []
+    for tick in range(1, ticks + 1):
+        for _ in range(rate):
+            produced += 1
+            client.xadd(stream, {"n": produced, "poison": int(produced % poison_every == 0)})
+        for worker in range(workers):
+            if down_until[worker] > tick:
+                continue
+            if rng.random() < crash_probability:
+                client.xreadgroup(group, f"worker-{worker}", {stream: ">"}, count=batch)  # read, then died
+                down_until[worker] = tick + 2
+                continue
+            processed += process_new(client, stream, group, f"worker-{worker}", handle, count=batch, block_ms=None)
+        alive = [worker for worker in range(workers) if down_until[worker] <= tick]
+        result = (recover(client, stream, group, f"worker-{alive[0]}", handle, dead, min_idle_ms=0,
+                          max_deliveries=max_deliveries) if alive else Recovery())
+        processed += result.processed
+        dead_lettered += result.dead_lettered
+        pending = client.xpending(stream, group)["pending"]
+        rows.append({"tick": tick, "produced": produced, "processed": processed, "pending": pending,
+                     "dead_lettered": dead_lettered,
+                     "undelivered": produced - processed - pending - dead_lettered})
+    _forget(client, "sim")
+    return pd.DataFrame(rows)
+
+
+def plot_simulation(result: pd.DataFrame, title: str):
+    """A line chart of the simulation's counters over ticks; returns the matplotlib Figure."""
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 3.2))
+    for column in ("processed", "pending", "dead_lettered", "undelivered"):
+        axes.plot(result["tick"], result[column], label=column.replace("_", " "))
+    axes.set(xlabel="tick", ylabel="entries", title=title)
+    axes.legend(loc="upper left")
+    plt.close(figure)
+    return figure
+
+
+def simulator_widget(client):
+    """Choose the producers' rate, the workers and their crash probability, press Run: the group over time."""
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    rate = widgets.IntSlider(value=5, min=1, max=20, description="events/tick")
+    workers = widgets.IntSlider(value=2, min=1, max=6, description="workers")
+    crash = widgets.FloatSlider(value=0.1, min=0.0, max=0.6, step=0.05, description="crash prob.")
+    run = widgets.Button(description="Run", button_style="primary")
+    status = widgets.Label(value="Set the rate, the workers and their crash probability, then press Run (30 ticks).")
+    output = widgets.Output()
+
+    def on_run(_) -> None:
+        result = run_simulation(client, rate.value, workers.value, crash.value)
+        last = result.iloc[-1]
+        status.value = (f"after {len(result)} ticks: {last.produced} produced, {last.processed} processed, "
+                        f"{last.pending} pending, {last.dead_lettered} dead-lettered, {last.undelivered} not yet read")
+        output.clear_output(wait=True)
+        with output:
+            display(plot_simulation(result, f"{rate.value} events/tick, {workers.value} workers, "
+                                            f"crash probability {crash.value:.2f}"))
+
+    run.on_click(on_run)
+    return widgets.VBox([widgets.HBox([rate, workers]), widgets.HBox([crash, run]), status, output])

@@ -1,0 +1,256 @@
+"""Chapter 04: streams, consumer groups, crash recovery and dead letters, against real servers."""
+
+import pytest
+from redis.exceptions import ResponseError
+
+from course_lib import streams
+from course_lib.concurrency import run_together
+from course_lib.connection import connect
+from course_lib.exercises import evaluate
+from course_lib.exercises import streams as checkers
+from course_lib.exercises.solutions import streams as reference
+from course_lib.experiments import streams as experiments
+from course_lib.keys import key
+from course_lib.servers import ServerError, wait_for
+
+STREAM = key("streams", "{orders}")
+DEAD = key("streams", "{orders}", "dead")
+
+
+def _fill(client, n, stream=STREAM):
+    return [client.xadd(stream, {"order": str(i)}) for i in range(n)]
+
+
+def _fail_on(*orders):
+    def handler(entry_id, fields):
+        if fields["order"] in orders:
+            raise RuntimeError(f"cannot handle order {fields['order']}")
+    return handler
+
+
+def test_entries_flattens_resp2_and_resp3_replies(r):
+    ids = _fill(r, 3)
+    resp2 = connect(protocol=2)
+    try:
+        for client in (r, resp2):
+            assert [entry_id for entry_id, _ in streams.entries(client.xread({STREAM: "0"}, count=10))] == ids
+            assert streams.entries(client.xread({STREAM: ids[-1]}, count=10)) == []
+        streams.ensure_group(resp2, STREAM, "g")
+        assert streams.process_new(resp2, STREAM, "g", "c", lambda i, f: None) == 3
+    finally:
+        resp2.close()
+
+
+def test_guide_group_creation_fails_the_second_time_and_skips_older_entries(r):
+    _fill(r, 2)
+    streams.guide_create_group(r, STREAM, "mailer")
+    with pytest.raises(ResponseError, match="BUSYGROUP"):
+        streams.guide_create_group(r, STREAM, "mailer")
+    assert r.xreadgroup("mailer", "c", {STREAM: ">"}, count=10) in (None, {}, [])
+
+
+def test_ensure_group_is_idempotent_and_reraises_other_errors(r):
+    assert streams.ensure_group(r, STREAM, "mailer") is True
+    assert r.type(STREAM) == "stream" and r.xlen(STREAM) == 0
+    assert streams.ensure_group(r, STREAM, "mailer") is False
+    r.set(key("streams", "string"), "x")
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        streams.ensure_group(r, key("streams", "string"), "mailer")
+
+
+def test_append_keeps_the_stream_near_maxlen(r):
+    for n in range(1000):
+        streams.append(r, STREAM, {"n": n}, maxlen=100)
+    assert 100 <= r.xlen(STREAM) < 1000
+
+
+def test_two_consumers_share_the_work_each_entry_once(r):
+    streams.ensure_group(r, STREAM, "mailer")
+    _fill(r, 10)
+    seen = {"a": [], "b": []}
+    for consumer in ("a", "b", "a", "b"):
+        streams.process_new(r, STREAM, "mailer", consumer, lambda i, f, c=consumer: seen[c].append(f["order"]),
+                            count=3, block_ms=None)
+    assert sorted(seen["a"] + seen["b"], key=int) == [str(i) for i in range(10)]
+    assert len(seen["a"]) == 6 and len(seen["b"]) == 4
+    assert r.xpending(STREAM, "mailer")["pending"] == 0
+
+
+def test_process_new_leaves_a_failed_entry_pending(r):
+    streams.ensure_group(r, STREAM, "mailer")
+    ids = _fill(r, 3)
+    assert streams.process_new(r, STREAM, "mailer", "a", _fail_on("1"), block_ms=None) == 2
+    summary = r.xpending(STREAM, "mailer")
+    assert summary["pending"] == 1 and summary["min"] == ids[1]
+
+
+def test_a_blocking_read_is_woken_by_a_producer(r):
+    streams.ensure_group(r, STREAM, "mailer", start_id="$")
+    got = []
+
+    def work(slot):
+        client = connect()
+        try:
+            if slot == 0:
+                return streams.process_new(client, STREAM, "mailer", "a", lambda i, f: got.append(f["order"]),
+                                           block_ms=3000)
+            wait_for(lambda: client.info("clients")["blocked_clients"] >= 1, 3, "the reader to block")
+            client.xadd(STREAM, {"order": "late"})
+            return 0
+        finally:
+            client.close()
+
+    assert run_together(work, 2, timeout=10, what="blocking read") == [1, 0]
+    assert got == ["late"]
+
+
+def test_recover_claims_retries_and_dead_letters(r):
+    streams.ensure_group(r, STREAM, "mailer")
+    _fill(r, 3)
+    r.xreadgroup("mailer", "crashed", {STREAM: ">"}, count=10)  # read, never acknowledged
+    poison = _fail_on("2")
+    first = streams.recover(r, STREAM, "mailer", "rescuer", poison, DEAD, min_idle_ms=0, max_deliveries=3)
+    assert first == streams.Recovery(processed=2, failed=1, dead_lettered=0)
+    second = streams.recover(r, STREAM, "mailer", "rescuer", poison, DEAD, min_idle_ms=0, max_deliveries=3)
+    assert second == streams.Recovery(failed=1)
+    third = streams.recover(r, STREAM, "mailer", "rescuer", poison, DEAD, min_idle_ms=0, max_deliveries=3)
+    assert third == streams.Recovery(dead_lettered=1)
+    assert r.xpending(STREAM, "mailer")["pending"] == 0
+    [(_, dead)] = r.xrange(DEAD)
+    assert dead["order"] == "2" and dead["deliveries"] == "4"
+    assert streams.recover(r, STREAM, "mailer", "rescuer", poison, DEAD, min_idle_ms=0) == streams.Recovery()
+
+
+def test_recover_respects_min_idle_time_and_skips_trimmed_entries(r):
+    streams.ensure_group(r, STREAM, "mailer")
+    ids = _fill(r, 2)
+    assert streams.wait_until_idle(r, STREAM, "mailer", 60_000) == 0  # nothing pending: nothing to wait for
+    r.xreadgroup("mailer", "slow", {STREAM: ">"}, count=10)
+    with pytest.raises(ServerError):
+        streams.wait_until_idle(r, STREAM, "mailer", 60_000, timeout=0.05)
+    assert streams.recover(r, STREAM, "mailer", "rescuer", _fail_on(), DEAD, min_idle_ms=60_000) == streams.Recovery()
+    assert streams.wait_until_idle(r, STREAM, "mailer", 20, timeout=5) == 2
+    r.xdel(STREAM, ids[0])
+    assert streams.recover(r, STREAM, "mailer", "rescuer", _fail_on(), DEAD, min_idle_ms=20).processed == 1
+
+
+def test_dead_letter_is_atomic_on_the_cluster(rc):
+    streams.ensure_group(rc, STREAM, "mailer")
+    _fill(rc, 2)
+    rc.xreadgroup("mailer", "crashed", {STREAM: ">"}, count=10)
+    result = streams.recover(rc, STREAM, "mailer", "rescuer", _fail_on("0"), DEAD, min_idle_ms=0, max_deliveries=2)
+    assert result == streams.Recovery(processed=1, failed=1)
+    result = streams.recover(rc, STREAM, "mailer", "rescuer", _fail_on("0"), DEAD, min_idle_ms=0, max_deliveries=2)
+    assert result == streams.Recovery(dead_lettered=1)
+    assert rc.xlen(DEAD) == 1 and rc.xpending(STREAM, "mailer")["pending"] == 0
+
+
+def test_apply_once_ignores_a_redelivery(r, rc):
+    for client in (r, rc):
+        seen, total = key("streams", "{orders}", "seen"), key("streams", "{orders}", "revenue")
+        assert streams.apply_once(client, seen, total, "1-1", 9.5) is True
+        assert streams.apply_once(client, seen, total, "1-1", 9.5) is False
+        assert streams.apply_once(client, seen, total, "1-2", 0.5) is True
+        assert float(client.get(total)) == 10.0
+
+
+def test_batch_reads_cost_fewer_round_trips_and_less_time(r):
+    table = experiments.run_batch_reads(r, messages=300, rounds=1).set_index("count")
+    assert table.loc[1, "round_trips"] == 601 and table.loc[100, "round_trips"] == 7
+    assert table.loc[100, "us_per_message"] < table.loc[1, "us_per_message"]
+    assert not r.exists(key("streams", "{batch}", "events"))
+
+
+def test_simulation_is_deterministic_and_accounts_for_every_event(r):
+    first = experiments.run_simulation(r, rate=6, workers=2, crash_probability=0.3, ticks=20)
+    assert first.equals(experiments.run_simulation(r, rate=6, workers=2, crash_probability=0.3, ticks=20))
+    last = first.iloc[-1]
+    assert last.produced == 120 and last.dead_lettered >= 1 and last.processed > 60
+    assert (first.produced == first.processed + first.pending + first.dead_lettered + first.undelivered).all()
+    calm = experiments.run_simulation(r, crash_probability=0.0, poison_every=10**6).iloc[-1]
+    assert calm.processed == calm.produced and calm.dead_lettered == 0
+    with pytest.raises(ValueError):
+        experiments.run_simulation(r, crash_probability=2)
+
+
+def test_simulator_widget_starts_idle_and_reports_on_run(r):
+    widget = experiments.simulator_widget(r)
+    status = widget.children[2]
+    assert status.value.startswith("Set the rate")
+    widget.children[1].children[1].click()
+    assert status.value.startswith("after 30 ticks: 150 produced")
+
+
+def test_exercise_ensure_group(r):
+    assert evaluate(checkers.check_ensure_group, r, reference.ensure_group).passed
+    guide = evaluate(checkers.check_ensure_group, r, lambda c, s, g: c.xgroup_create(s, g, id="$", mkstream=True))
+    assert guide.status == "failed" and "BUSYGROUP" in guide.hint
+
+    def dollar(client, stream, group):
+        try:
+            client.xgroup_create(stream, group, id="$", mkstream=True)
+        except ResponseError:
+            pass
+    assert "start the group at id 0" in evaluate(checkers.check_ensure_group, r, dollar).hint
+
+    def swallow_all(client, stream, group):
+        try:
+            client.xgroup_create(stream, group, id="0", mkstream=True)
+        except ResponseError:
+            pass
+    assert "WRONGTYPE" in evaluate(checkers.check_ensure_group, r, swallow_all).hint
+
+
+def test_exercise_ack_after_processing(r):
+    assert evaluate(checkers.check_ack_after_processing, r, reference.ack_after_processing).passed
+
+    def ack_first(client, stream, group, consumer, handler):
+        handled = 0
+        for entry_id, fields in streams.entries(client.xreadgroup(group, consumer, {stream: ">"}, count=10)):
+            client.xack(stream, group, entry_id)
+            try:
+                handler(fields)
+                handled += 1
+            except Exception:
+                pass
+        return handled
+    assert "before their handler ran" in evaluate(checkers.check_ack_after_processing, r, ack_first).hint
+
+    def stop_at_failure(client, stream, group, consumer, handler):
+        for entry_id, fields in streams.entries(client.xreadgroup(group, consumer, {stream: ">"}, count=10)):
+            handler(fields)
+            client.xack(stream, group, entry_id)
+    assert evaluate(checkers.check_ack_after_processing, r, stop_at_failure).status == "failed"
+
+
+def test_exercise_claim_or_dead_letter(r):
+    assert evaluate(checkers.check_claim_or_dead_letter, r, reference.claim_or_dead_letter).passed
+
+    def never_dead(client, stream, group, consumer, dead_stream, max_deliveries, handler):
+        for entry_id, fields in client.xautoclaim(stream, group, consumer, 0, "0-0", count=100)[1]:
+            handler(fields)
+            client.xack(stream, group, entry_id)
+    assert "handled a 4th time" in evaluate(checkers.check_claim_or_dead_letter, r, never_dead).hint
+
+    def off_by_one(client, stream, group, consumer, dead_stream, max_deliveries, handler):
+        reference.claim_or_dead_letter(client, stream, group, consumer, dead_stream, max_deliveries - 1, handler)
+    assert "expected ['poison']" in evaluate(checkers.check_claim_or_dead_letter, r, off_by_one).hint
+
+    def dead_without_ack(client, stream, group, consumer, dead_stream, max_deliveries, handler):
+        for entry_id, fields in client.xautoclaim(stream, group, consumer, 0, "0-0", count=100)[1]:
+            (info,) = client.xpending_range(stream, group, min=entry_id, max=entry_id, count=1)
+            if info["times_delivered"] > max_deliveries:
+                client.xadd(dead_stream, fields)
+                continue
+            handler(fields)
+            client.xack(stream, group, entry_id)
+    assert "still pending" in evaluate(checkers.check_claim_or_dead_letter, r, dead_without_ack).hint
+
+
+def test_unsolved_exercises_say_so(r):
+    def unsolved(*args):
+        raise NotImplementedError
+
+    for checker in (checkers.check_ensure_group, checkers.check_ack_after_processing,
+                    checkers.check_claim_or_dead_letter):
+        assert evaluate(checker, r, unsolved).status == "not solved yet"

@@ -210,6 +210,24 @@ def _start_cluster(binary: ServerBinary, folder: Path, ports: list[int | None] |
         raise
 
 
+@contextlib.contextmanager
+def scratch_cluster(binary: ServerBinary | None = None) -> Iterator[list[Server]]:
+    """A private 6-node cluster (3 primaries + 3 replicas) for one demo, stopped and deleted on exit.
+
+    For lessons that break a cluster on purpose (killing a primary to watch a failover), so the
+    shared cluster every other notebook uses is never touched. Nodes are listed primaries first.
+    """
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="course-scratch-cluster-") as tmp:
+        nodes = _start_cluster(binary or find_binary(), Path(tmp))
+        try:
+            yield nodes
+        finally:
+            for node in nodes:
+                node.stop()
+
+
 # --- lifetime ----------------------------------------------------------------------------------
 
 def _live_owners(owners: list[int] | None) -> list[int] | None:

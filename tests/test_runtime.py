@@ -217,3 +217,11 @@ def test_an_unusable_runtime_folder_is_explained(tmp_path, monkeypatch):
     monkeypatch.setenv("COURSE_RUNTIME_DIR", str(blocker / "runtime"))
     with pytest.raises(ServerError, match=r"Cannot use runtime folder .* Set COURSE_RUNTIME_DIR to a writable folder"):
         runtime.up()
+
+
+def test_scratch_cluster_is_private_and_removed_on_exit():
+    with runtime.scratch_cluster() as nodes:
+        assert len(nodes) == 6 and runtime._cluster_ready(nodes)
+        pids, folders = [n.pid for n in nodes], [n.dir for n in nodes]
+    _assert_gone(pids)
+    assert not any(os.path.exists(folder) for folder in folders)

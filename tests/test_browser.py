@@ -46,8 +46,10 @@ def _missing() -> str | None:
 
 # Skipped on a learner's machine without Chromium; under CI (.ci/run installs it) a skip would hide a
 # broken install, so there the missing piece fails the test instead.
-pytestmark = pytest.mark.skipif(_missing() is not None and not os.environ.get("CI"),
-                                reason=f"browser check skipped: {_missing()}")
+pytestmark = [
+    pytest.mark.skipif(_missing() is not None and not os.environ.get("CI"), reason=f"browser check skipped: {_missing()}"),
+    pytest.mark.engine_agnostic,  # widget rendering is the browser's and JupyterLab's business, not the server's
+]
 
 # JupyterLab user settings for the test only: every cell stays in the DOM (no virtual scrolling),
 # and no news or update checks go out to the internet.

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.engine_agnostic  # bookkeeping of the committed notebooks; nbval itself runs them on every engine
+
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 SANITIZE = REPO / "notebooks" / "sanitize.cfg"

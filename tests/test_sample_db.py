@@ -10,6 +10,8 @@ from course_lib import sample_db
 from course_lib.concurrency import run_together
 from course_lib.sample_db import Shop, build_database, database_path
 
+pytestmark = pytest.mark.engine_agnostic  # SQLite only
+
 
 @pytest.fixture
 def shop():

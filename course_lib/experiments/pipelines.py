@@ -1,0 +1,163 @@
+"""Chapter 07's experiments: each `run_*` returns a DataFrame; `batch_size_widget` wraps one for the learner.
+
+Keys written (all under `course:pipelines:`, deleted again when each run ends):
+- `bench:<n>`: strings, the SETs of `run_round_trips` and `run_batch_sizes`;
+- `interleave:seen` (string) and `interleave:gate` (list): `run_interleaving`.
+
+The widget starts in a fixed state (nbval compares its text form) and measures only when the
+learner moves its slider or presses its button.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import pandas as pd
+
+from course_lib.concurrency import run_together
+from course_lib.keys import delete_prefix, key
+from course_lib.measure import latencies
+from course_lib.servers import wait_for
+
+CHAPTER = "pipelines"
+
+
+def _bench_keys(n: int) -> list[str]:
+    return [key(CHAPTER, "bench", i) for i in range(n)]
+
+
+def _set_each(client, names: list[str]) -> None:
+    for name in names:
+        client.set(name, "x")
+
+
+def _set_pipelined(client, names: list[str], transaction: bool) -> None:
+    with client.pipeline(transaction=transaction) as pipe:
+        for name in names:
+            pipe.set(name, "x")
+        pipe.execute()
+
+
+def run_round_trips(client, commands: int = 100, rounds: int = 20) -> pd.DataFrame:
+    """`commands` SETs sent three ways, taking turns `rounds` times: one by one, pipelined, pipelined in MULTI/EXEC.
+
+    Returns one row per way: method, round_trips, median_ms (for all `commands`), per_op_us, ops_per_s.
+    """
+    names = _bench_keys(commands)
+    ways = {
+        "separate SETs": (commands, lambda: _set_each(client, names)),
+        "pipeline(transaction=False)": (1, lambda: _set_pipelined(client, names, transaction=False)),
+        "pipeline() (MULTI/EXEC)": (1, lambda: _set_pipelined(client, names, transaction=True)),
+    }
+    times: dict[str, list[float]] = {way: [] for way in ways}
+    for _ in range(rounds):
+        for way, (_, run) in ways.items():
+            times[way] += latencies(run, samples=1, warmup=0)
+    client.delete(*names)
+    rows = []
+    for way, (trips, _) in ways.items():
+        median = statistics.median(times[way])
+        rows.append({"method": way, "round_trips": trips, "median_ms": round(median * 1000, 3),
+                     "per_op_us": round(median / commands * 1e6, 2), "ops_per_s": round(commands / median)})
+    return pd.DataFrame(rows)
+
+
+def _throughput(client, names: list[str], size: int) -> float:
+    """SETs per second for one pass over `names` in pipelines of `size`."""
+    start = time.perf_counter()
+    for first in range(0, len(names), size):
+        _set_pipelined(client, names[first:first + size], transaction=False)
+    return len(names) / (time.perf_counter() - start)
+
+
+def measure_batch_size(client, size: int, operations: int = 2000) -> float:
+    """SETs per second when `operations` SETs go in pipelines of `size` (one pass)."""
+    names = _bench_keys(operations)
+    ops = _throughput(client, names, size)
+    client.delete(*names)
+    return ops
+
+
+def run_batch_sizes(client, sizes=(1, 10, 100, 1000), operations: int = 2000, repeats: int = 5) -> pd.DataFrame:
+    """Throughput of pipelined SETs for each batch size. Returns rows: batch_size, round_trips, ops_per_s.
+
+    The sizes take turns `repeats` times and each keeps its best pass: a pass at a large size lasts
+    a few milliseconds, so one moment of load from another program would otherwise decide it.
+    """
+    names = _bench_keys(operations)
+    best = dict.fromkeys(sizes, 0.0)
+    for _ in range(repeats):
+        for size in sizes:
+            best[size] = max(best[size], _throughput(client, names, size))
+    client.delete(*names)
+    return pd.DataFrame([{"batch_size": size, "round_trips": -(-operations // size), "ops_per_s": round(best[size])}
+                         for size in sizes])
+
+
+def plot_batch_sizes(frame: pd.DataFrame):
+    """Throughput against batch size, both axes logarithmic."""
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6, 3.5))
+    axes.plot(frame["batch_size"], frame["ops_per_s"], marker="o")
+    axes.set(xscale="log", yscale="log", xlabel="commands per pipeline (batch size)",
+             ylabel="SETs per second", title="One client, pipelined SETs")
+    axes.grid(True, which="both", alpha=0.3)
+    plt.close(figure)
+    return figure
+
+
+def run_interleaving(client, other, timeout: float = 3.0) -> pd.DataFrame:
+    """Show that another client's command runs between two commands of one pipeline.
+
+    The pipeline (transaction=False) is: SET seen "before", BLPOP gate, GET seen. The BLPOP
+    parks the pipeline's connection on the server; a second client (`other`) waits until the
+    server reports a blocked client, then SETs seen "other client" and pushes to the gate. No
+    timing decides the outcome: each step waits for the previous one. The same three commands
+    in MULTI/EXEC run back to back (BLPOP never blocks inside a transaction), so nothing gets in.
+
+    Returns rows: mode, blpop (what it returned), get (the value the pipeline's GET read).
+    """
+    seen, gate = key(CHAPTER, "interleave", "seen"), key(CHAPTER, "interleave", "gate")
+    client.delete(seen, gate)
+
+    def pipeline_of_three(transaction: bool) -> list:
+        with client.pipeline(transaction=transaction) as pipe:
+            pipe.set(seen, "before")
+            pipe.blpop([gate], timeout=timeout)
+            pipe.get(seen)
+            return pipe.execute()
+
+    def interloper() -> None:
+        wait_for(lambda: other.info("clients")["blocked_clients"] >= 1, timeout, "the pipeline's BLPOP to block")
+        other.set(seen, "other client")
+        other.rpush(gate, "go")
+
+    results = run_together(lambda slot: pipeline_of_three(False) if slot == 0 else interloper(),
+                           threads=2, timeout=timeout + 5, what="pipeline interleaving")
+    plain = results[0]
+    in_multi = pipeline_of_three(True)
+    delete_prefix(client, key(CHAPTER, "interleave") + ":")
+    return pd.DataFrame([
+        {"mode": "pipeline(transaction=False)", "blpop": plain[1], "get": plain[2]},
+        {"mode": "pipeline() (MULTI/EXEC)", "blpop": in_multi[1], "get": in_multi[2]},
+    ])
+
+
+def batch_size_widget(client):
+    """A batch-size slider: each change measures pipelined SETs at that size and shows the ops/s."""
+    import ipywidgets as widgets
+
+    size = widgets.SelectionSlider(options=[1, 10, 100, 1000], value=100, description="batch size")
+    run = widgets.Button(description="Measure", button_style="primary")
+    status = widgets.Label(value="Pick a batch size; each change (or Measure) times 2,000 pipelined SETs.")
+
+    def measure(_=None) -> None:
+        status.value = f"measuring batch size {size.value}..."
+        ops = measure_batch_size(client, size.value, operations=2000)
+        status.value = f"batch size {size.value}: {ops:,.0f} SETs per second ({-(-2000 // size.value)} round trips)"
+
+    size.observe(measure, names="value")
+    run.on_click(measure)
+    return widgets.VBox([widgets.HBox([size, run]), status])

@@ -1,0 +1,250 @@
+"""Transactions: the guide's WATCH-based deduction as a baseline, the course's bounded-retry
+`deduct` and `transfer` (WATCH / MULTI / EXEC on a connection of their own), and the Lua alternative.
+
+Optimistic locking in three steps: WATCH the keys a decision reads, read them, then send the writes
+inside MULTI ... EXEC. If any watched key changed between WATCH and EXEC, the server discards the
+whole transaction (EXEC answers nil, redis-py raises `WatchError`) and the caller reads again and
+retries. WATCH is state of one *connection*: whoever shares that connection shares (and can clear)
+the watch, which is why every transaction here runs on a redis-py pipeline, which holds one pooled
+connection of its own from WATCH to EXEC.
+
+Keys written (the braces are a cluster hash tag: one account's keys share a slot, so one
+transaction or one script may use them together):
+
+- `course:transactions:{account:<id>}:balance`: string, the balance (an integer);
+- `course:transactions:{account:<id>}:spent`: string, the total deducted so far (an integer).
+
+A transfer moves money between two balance keys; on a cluster both must share a hash tag (e.g.
+`{bank:<id>}`), see `transfer`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from redis.backoff import NoBackoff
+from redis.exceptions import WatchError
+from redis.retry import Retry
+
+from course_lib import lua
+from course_lib.keys import hash_tag, key
+
+CHAPTER = "transactions"
+DEFAULT_RETRIES = 10
+
+
+class InsufficientFunds(Exception):
+    """The balance is lower than the amount: nothing was written."""
+
+
+class TooMuchContention(Exception):
+    """Every attempt of a transaction was aborted by a concurrent write (WatchError); nothing was written."""
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a deduction or transfer did.
+
+    Attributes:
+        ok: True if the money moved; False if the balance was too low (then nothing was written).
+        balance: the (source) balance after the operation, as read or written by it.
+        retries: how many attempts a concurrent write aborted before this one (WatchErrors).
+    """
+
+    ok: bool
+    balance: int
+    retries: int
+
+
+def account_key(account: object, field: str) -> str:
+    """`account_key(42, "balance")` -> `course:transactions:{account:42}:balance`."""
+    return key(CHAPTER, hash_tag("account", account), field)
+
+
+def open_account(client, account: object, balance: int) -> None:
+    """Set an account's balance to `balance` and its spent total to 0 (MSET: atomic, one slot)."""
+    client.mset({account_key(account, "balance"): balance, account_key(account, "spent"): 0})
+
+
+def guide_deduct_balance(client, account: object, amount: int, between: Callable[[], object] | None = None) -> list:
+    """The guide's `deductBalance`, ported faithfully: WATCH, GET, check, MULTI DECRBY INCRBY EXEC.
+
+    Faithful means its WATCH is sent on the shared client, as the guide's `redis.watch(key)` is: on a
+    pooled redis-py client it lands on whichever connection is free and goes back to the pool, and
+    the MULTI ... EXEC runs on whatever connection the pool hands out next. Another caller using
+    that connection in between can commit its own transaction, and EXEC clears *every* watch of the
+    connection, ours included: our EXEC then runs unprotected and the balance goes below zero. (redis-py
+    refuses the literal `client.watch(key)`: on a plain client it only warns and sends nothing.)
+    And a WatchError is raised to the caller with no retry: the loop is "left to the reader".
+
+    Args:
+        between: called after the balance check, before MULTI: a demo or test runs another caller
+            there, to interleave the two deterministically.
+
+    Raises:
+        InsufficientFunds: the balance read is lower than `amount`.
+        WatchError: the transaction was aborted (a watched key changed); the guide throws too.
+    """
+    balance_key, spent_key = account_key(account, "balance"), account_key(account, "spent")
+    client.execute_command("WATCH", balance_key)
+    balance = int(client.get(balance_key) or 0)
+    if balance < amount:
+        raise InsufficientFunds(f"balance {balance} is lower than {amount}")
+    if between is not None:
+        between()
+    with client.pipeline(transaction=True) as transaction:
+        transaction.decrby(balance_key, amount)
+        transaction.incrby(spent_key, amount)
+        return transaction.execute()
+
+
+def unwatched_deduct(client, account: object, amount: int) -> bool:
+    """The guide's read-check-write without a working WATCH: GET, check, then MULTI DECRBY INCRBY EXEC.
+
+    What the guide's code amounts to when its WATCH protects nothing (a shared connection, or
+    redis-py's no-op `client.watch`). The writes are atomic together, but the check is not atomic
+    with them: callers that read the same balance all pass the check, and the balance goes negative.
+    A baseline for the race; never use it.
+
+    Returns:
+        True if it deducted, False if the balance it read was too low.
+    """
+    balance_key, spent_key = account_key(account, "balance"), account_key(account, "spent")
+    if int(client.get(balance_key) or 0) < amount:
+        return False
+    with client.pipeline(transaction=True) as transaction:
+        transaction.decrby(balance_key, amount)
+        transaction.incrby(spent_key, amount)
+        transaction.execute()
+    return True
+
+
+def optimistic(client, watched: list[str], attempt: Callable, retries: int) -> Result:
+    """Run `attempt(pipe)` after WATCH of `watched` on a fresh pipeline, retrying WatchError at most `retries` times.
+
+    `attempt` reads with the pipeline (commands run at once while watching), calls `pipe.multi()`,
+    queues its writes and calls `pipe.execute()` (EXEC), returning (ok, balance). Each attempt has its
+    own pipeline, so its own pooled connection from WATCH to EXEC: no other caller can clear the watch.
+    Retries use redis-py's own `Retry` with `WatchError` as the retryable error and no backoff (the
+    next attempt reads fresh values at once); `count` tallies the aborted attempts.
+
+    Raises:
+        TooMuchContention: all 1 + `retries` attempts were aborted; nothing was written.
+    """
+    aborted = 0
+
+    def count(_error: Exception) -> None:
+        nonlocal aborted
+        aborted += 1
+
+    def once() -> tuple[bool, int]:
+        with client.pipeline(transaction=True) as pipe:
+            pipe.watch(*watched)  # from here the pipeline holds its own connection until reset
+            return attempt(pipe)
+
+    retry = Retry(NoBackoff(), retries, supported_errors=(WatchError,))
+    try:
+        ok, balance = retry.call_with_retry(once, count)
+    except WatchError:
+        raise TooMuchContention(f"{aborted} attempts were all aborted by concurrent writes to {watched}; "
+                                f"nothing was written (retries={retries})") from None
+    return Result(ok, balance, aborted)
+
+
+def deduct(client, account: object, amount: int, retries: int = DEFAULT_RETRIES,
+           between: Callable[[], object] | None = None) -> Result:
+    """Deduct `amount` from an account's balance and add it to its spent total, if the balance allows.
+
+    Commands: WATCH balance, GET balance, then MULTI DECRBY balance, INCRBY spent EXEC, on a pipeline
+    (its own connection from WATCH to EXEC). Atomic: EXEC applies both writes only if the balance did
+    not change since it was read; otherwise the whole attempt is read again, at most `retries` more
+    times. Works on a cluster: both keys carry the hash tag `{account:<id>}`. Under heavy contention
+    on one key most attempts are wasted; `deduct_lua` does the same work without retries.
+
+    Args:
+        between: called in every attempt after the balance check, before MULTI: a demo or test runs
+            another caller there, to interleave the two deterministically.
+
+    Returns:
+        Result: ok False (nothing written) if the balance was lower than `amount`.
+
+    Raises:
+        ValueError: amount is not a positive integer.
+        TooMuchContention: all 1 + `retries` attempts were aborted; nothing was written.
+    """
+    _check_amount(amount)
+    balance_key, spent_key = account_key(account, "balance"), account_key(account, "spent")
+
+    def attempt(pipe) -> tuple[bool, int]:
+        balance = int(pipe.get(balance_key) or 0)  # after WATCH, commands run at once, not queued
+        if balance < amount:
+            return False, balance
+        if between is not None:
+            between()
+        pipe.multi()
+        pipe.decrby(balance_key, amount)
+        pipe.incrby(spent_key, amount)
+        after, _ = pipe.execute()  # raises WatchError if the balance changed since WATCH
+        return True, after
+
+    return optimistic(client, [balance_key], attempt, retries)
+
+
+def transfer(client, source: str, target: str, amount: int, retries: int = DEFAULT_RETRIES) -> Result:
+    """Move `amount` from the balance key `source` to the balance key `target`, if `source` has enough.
+
+    Commands: WATCH source, GET source, then MULTI DECRBY source, INCRBY target EXEC, on a pipeline,
+    retried on WatchError at most `retries` times. Atomic: both writes or neither, and only if
+    `source` did not change since it was read, so the total over all accounts is conserved and no
+    balance goes below zero. Only `source` is watched: `target` is only incremented, which no
+    concurrent write can make wrong. Cluster caveat: both keys must hash to one slot (a shared
+    hash tag such as `{bank:1}`), or the transaction is refused.
+
+    Returns:
+        Result: ok False (nothing written) if `source` held less than `amount`; balance is `source`'s.
+
+    Raises:
+        ValueError: amount is not a positive integer, or source and target are the same key.
+        TooMuchContention: all 1 + `retries` attempts were aborted; nothing was written.
+    """
+    _check_amount(amount)
+    if source == target:
+        raise ValueError(f"source and target are the same key {source!r}")
+
+    def attempt(pipe) -> tuple[bool, int]:
+        balance = int(pipe.get(source) or 0)
+        if balance < amount:
+            return False, balance
+        pipe.multi()
+        pipe.decrby(source, amount)
+        pipe.incrby(target, amount)
+        after, _ = pipe.execute()
+        return True, after
+
+    return optimistic(client, [source], attempt, retries)
+
+
+def deduct_lua(client, account: object, amount: int) -> Result:
+    """`deduct` as one Lua script (`course_lib/lua/transactions_deduct.lua`): read, check and write at once.
+
+    Commands: EVALSHA (SCRIPT LOAD on first use). Atomic without WATCH: the server runs no other
+    command while a script runs, so nothing can change the balance between its read and its writes,
+    and there is never a retry. Cluster-safe: both keys carry `{account:<id>}`. Production caveat:
+    a script blocks the server while it runs; keep scripts this short.
+
+    Returns:
+        Result with retries always 0.
+
+    Raises:
+        ValueError: amount is not a positive integer.
+    """
+    _check_amount(amount)
+    script = lua.register(client, "transactions_deduct")
+    ok, balance = script(keys=[account_key(account, "balance"), account_key(account, "spent")], args=[amount])
+    return Result(bool(ok), int(balance), 0)
+
+
+def _check_amount(amount: int) -> None:
+    if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
+        raise ValueError(f"amount must be a positive integer, got {amount!r}")

@@ -1,0 +1,180 @@
+"""Chapter 07: pipelines, round-trip counting, chunking, the experiments, widget and exercise checkers."""
+
+import ipywidgets as widgets
+import pytest
+import redis
+
+from course_lib.exercises import evaluate
+from course_lib.exercises.pipelines import check_bulk_load, check_read_profiles
+from course_lib.exercises.solutions.pipelines import bulk_load, read_profiles
+from course_lib.experiments import pipelines as exp
+from course_lib.keys import hash_tag, key
+from course_lib.pipelines import RoundTripCounter, batched, command_calls, guide_batch
+
+
+@pytest.fixture
+def counter(r):
+    counting = RoundTripCounter(r)
+    yield counting
+    counting.close()
+
+
+def test_counter_counts_one_round_trip_per_command_and_one_per_pipeline(counter):
+    for n in range(5):
+        counter.client.set(key("pipelines", "k", n), n)
+    assert counter.round_trips == 5 and counter.batch_sizes == [1] * 5
+    counter.reset()
+    with counter.client.pipeline(transaction=False) as pipe:
+        for n in range(5):
+            pipe.get(key("pipelines", "k", n))
+        assert pipe.execute() == ["0", "1", "2", "3", "4"]
+    assert counter.round_trips == 1 and counter.batch_sizes == [5] and counter.commands == {"GET": 5}
+
+
+def test_counter_ignores_the_handshake_of_a_new_connection(r):
+    counting = RoundTripCounter(r)
+    try:
+        counting.client.ping()
+        assert counting.round_trips == 1 and counting.commands == {"PING": 1}
+    finally:
+        counting.close()
+
+
+def test_guide_batch_is_a_transaction_in_one_round_trip(r, counter):
+    before = command_calls(r, "multi")
+    items = {key("pipelines", "g", n): str(n) for n in range(3)}
+    assert guide_batch(counter.client, items) == [True, True, True]
+    assert counter.batch_sizes == [5] and counter.commands["MULTI"] == counter.commands["EXEC"] == 1
+    assert command_calls(r, "multi") == before + 1
+    assert r.mget(list(items)) == ["0", "1", "2"]
+
+
+def test_plain_pipeline_sends_no_multi(r):
+    before = command_calls(r, "multi")
+    with r.pipeline(transaction=False) as pipe:
+        pipe.set(key("pipelines", "p"), "1")
+        pipe.execute()
+    assert command_calls(r, "multi") == before
+
+
+def test_command_calls_is_zero_for_a_command_never_run(r):
+    assert command_calls(r, "nosuchcommand") == 0
+
+
+def test_one_bad_command_does_not_stop_the_others(r):
+    name, other = key("pipelines", "list"), key("pipelines", "after")
+    r.rpush(name, "a")
+    with r.pipeline(transaction=False) as pipe:
+        pipe.incr(name)
+        pipe.set(other, "ran")
+        results = pipe.execute(raise_on_error=False)
+    assert isinstance(results[0], redis.ResponseError) and results[1] is True
+    assert r.get(other) == "ran"
+
+
+def test_batched_chunks_and_yields_errors_in_place(r, counter):
+    commands = [("SET", key("pipelines", "b", n), n) for n in range(25)] + [("LPUSH", key("pipelines", "b", 0), "x")]
+    replies = list(batched(counter.client, commands, size=10))
+    assert counter.batch_sizes == [10, 10, 6] and counter.commands["MULTI"] == 0
+    assert replies[:25] == [True] * 25 and isinstance(replies[25], redis.ResponseError)
+    with pytest.raises(ValueError):
+        list(batched(r, commands, size=0))
+
+
+def test_batched_on_a_cluster_spans_slots(rc):
+    names = [key("pipelines", "c", n) for n in range(50)]
+    assert list(batched(rc, (("SET", n, "v") for n in names), size=20)) == [True] * 50
+    assert len({rc.keyslot(n) for n in names}) > 1 and rc.mget_nonatomic(names) == ["v"] * 50
+
+
+def test_cluster_transaction_needs_one_slot(rc):
+    with pytest.raises(redis.CrossSlotTransactionError):
+        with rc.pipeline(transaction=True) as pipe:
+            pipe.set(key("pipelines", "x"), 1)
+            pipe.set(key("pipelines", "y"), 2)
+            pipe.execute()
+    tag = hash_tag("cart", 7)
+    with rc.pipeline(transaction=True) as pipe:
+        pipe.set(key("pipelines", tag, "x"), 1)
+        pipe.set(key("pipelines", tag, "y"), 2)
+        assert pipe.execute() == ["OK", "OK"]  # the cluster transaction returns EXEC's raw replies
+
+
+def test_run_round_trips_and_batch_sizes(r):
+    trips = exp.run_round_trips(r, commands=20, rounds=3)
+    assert trips["round_trips"].tolist() == [20, 1, 1] and (trips["ops_per_s"] > 0).all()
+    sizes = exp.run_batch_sizes(r, sizes=(1, 10), operations=100, repeats=1)
+    assert sizes["round_trips"].tolist() == [100, 10] and (sizes["ops_per_s"] > 0).all()
+    assert exp.plot_batch_sizes(sizes).axes[0].get_xscale() == "log"
+    assert not list(r.scan_iter(match="course:pipelines:*"))
+
+
+def test_run_interleaving_lets_another_client_in_only_without_multi(r):
+    other = redis.Redis(connection_pool=redis.ConnectionPool(**r.connection_pool.connection_kwargs))
+    try:
+        frame = exp.run_interleaving(r, other).set_index("mode")
+    finally:
+        other.close()
+    assert frame.loc["pipeline(transaction=False)", "get"] == "other client"
+    assert frame.loc["pipeline() (MULTI/EXEC)", "get"] == "before"
+    assert frame.loc["pipeline() (MULTI/EXEC)", "blpop"] is None
+
+
+def test_widget_starts_fixed_and_measures_on_change(r):
+    view = exp.batch_size_widget(r)
+    status = view.children[1]
+    assert isinstance(status, widgets.Label) and status.value.startswith("Pick a batch size")
+    view.children[0].children[0].value = 1000
+    assert status.value.startswith("batch size 1000:") and "(2 round trips)" in status.value
+
+
+def test_bulk_load_checker(r):
+    assert evaluate(check_bulk_load, r, bulk_load).passed
+
+    def one_by_one(client, items):
+        for name, value in items.items():
+            client.set(name, value)
+
+    def one_giant_pipeline(client, items):
+        with client.pipeline(transaction=False) as pipe:
+            for name, value in items.items():
+                pipe.set(name, value)
+            pipe.execute()
+
+    def default_pipeline(client, items):
+        names = list(items)
+        for first in range(0, len(names), 1000):
+            with client.pipeline() as pipe:
+                for name in names[first:first + 1000]:
+                    pipe.set(name, items[name])
+                pipe.execute()
+
+    def forgets_the_last_chunk(client, items):
+        bulk_load(client, dict(list(items.items())[:4000]))
+
+    hints = {wrong.__name__: evaluate(check_bulk_load, r, wrong) for wrong in
+             (one_by_one, one_giant_pipeline, default_pipeline, forgets_the_last_chunk)}
+    assert not any(outcome.passed for outcome in hints.values())
+    assert "5000 round trips" in hints["one_by_one"].hint
+    assert "5000 commands" in hints["one_giant_pipeline"].hint
+    assert "transaction=False" in hints["default_pipeline"].hint
+    assert "1000 of 5000 keys" in hints["forgets_the_last_chunk"].hint
+    assert not list(r.scan_iter(match="course:pipelines:*"))
+
+
+def test_read_profiles_checker(r):
+    assert evaluate(check_read_profiles, r, read_profiles).passed
+
+    def one_by_one(client, names):
+        found = {name: client.hgetall(name) for name in names}
+        return {name: fields for name, fields in found.items() if fields}
+
+    def keeps_missing(client, names):
+        with client.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.hgetall(name)
+            return dict(zip(names, pipe.execute()))
+
+    first, second = evaluate(check_read_profiles, r, one_by_one), evaluate(check_read_profiles, r, keeps_missing)
+    assert not first.passed and "20 round trips" in first.hint
+    assert not second.passed and "5 missing hashes included" in second.hint

@@ -1,0 +1,155 @@
+"""Chapter 09: hash slots, hash tags, redirections and a failover, against real clusters."""
+
+import pytest
+import redis
+from redis.exceptions import ClusterCrossSlotError, MovedError
+
+from course_lib import cluster
+from course_lib.exercises import evaluate
+from course_lib.exercises import cluster as checkers
+from course_lib.exercises.solutions import cluster as reference
+from course_lib.experiments import cluster as experiments
+from course_lib.keys import key
+
+
+def _node_client(node):
+    return redis.Redis(host=node.host, port=node.port, decode_responses=True, protocol=3)
+
+
+def test_crc16_is_xmodem():
+    assert cluster.crc16(b"123456789") == 0x31C3  # the published XMODEM check value
+    assert cluster.crc16(b"") == 0
+
+
+@pytest.mark.parametrize("name, hashed", [
+    ("user:42", "user:42"), ("user:{42}:cart", "42"), ("a{b}{c}", "b"), ("{}x{y}", "{}x{y}"),
+    ("a{b", "a{b"), ("}{x}", "x"), ("{{a}}", "{a"), ("x{}", "x{}"),
+])
+def test_hashed_part_follows_the_first_non_empty_tag(name, hashed):
+    assert cluster.hashed_part(name) == hashed
+
+
+def test_key_slot_matches_cluster_keyslot_for_many_keys(rc):
+    names = [f"key:{i}" for i in range(300)] + [f"{{tag:{i % 7}}}:{i}" for i in range(100)] + checkers.TRICKY_KEYS
+    assert [cluster.key_slot(name) for name in names] == [rc.cluster_keyslot(name) for name in names]
+
+
+def test_shards_cover_every_slot_and_match_the_client_routing(rc):
+    shards = cluster.shards(rc.get_default_node().redis_connection)
+    assert len(shards) == 3 and all(len(shard.replicas) == 1 for shard in shards)
+    assert sum(last - first + 1 for shard in shards for first, last in shard.ranges) == cluster.SLOTS
+    assert shards[0].owns(0) and shards[-1].owns(cluster.SLOTS - 1)
+    for i in range(60):
+        name = key("cluster", "route", i)
+        node = rc.get_node_from_key(name)
+        assert shards[cluster.shard_of(shards, name)].primary == f"{node.host}:{node.port}"
+
+
+def test_a_wrong_node_answers_moved_to_the_owner(rc):
+    name = key("cluster", "moved")
+    owner = rc.get_node_from_key(name)
+    other = next(node for node in rc.get_primaries() if node.name != owner.name)
+    with _node_client(other) as client, pytest.raises(MovedError) as caught:
+        client.set(name, 1)
+    assert caught.value.slot_id == cluster.key_slot(name)
+    assert caught.value.node_addr == (owner.host, owner.port)
+
+
+def test_multi_key_commands_need_one_slot(rc):
+    first, second = key("cluster", "a"), key("cluster", "b")
+    assert cluster.key_slot(first) != cluster.key_slot(second)
+    owner = rc.get_node_from_key(first)
+    with _node_client(owner) as client, pytest.raises(ClusterCrossSlotError):
+        client.mget(first, second)
+    tagged = [key("cluster", "{cart:1}", part) for part in ("a", "b")]
+    assert rc.mset({tagged[0]: 1, tagged[1]: 2}) and rc.mget(tagged) == ["1", "2"]
+
+
+def test_incr_replicated_waits_for_the_replica(rc):
+    name = key("cluster", "replicated")
+    with _node_client(rc.get_node_from_key(name)) as primary:
+        assert cluster.incr_replicated(primary, name) == (1, 1)
+        assert cluster.incr_replicated(primary, name) == (2, 1)
+
+
+def test_key_distribution_puts_one_tag_on_one_shard(rc):
+    frame = experiments.run_key_distribution(rc, users=300)
+    plain, tagged = frame.iloc[0], frame.iloc[1]
+    assert plain.sum() == tagged.sum() == 300
+    assert plain.min() > 60  # spread over all three shards
+    assert sorted(tagged) == [0, 0, 300]
+
+
+def test_slot_explorer_describes_a_key_without_ports(rc):
+    shards = cluster.shards(rc.get_default_node().redis_connection)
+    line = experiments.describe_key(shards, "user:{42}:cart")
+    expected_shard = cluster.shard_of(shards, "42")
+    assert line == f"slot {cluster.key_slot('42')} of 16384 · hash tag '42' · shard {expected_shard} of 3"
+    assert "no hash tag" in experiments.describe_key(shards, "user:42")
+    widget = experiments.slot_explorer_widget(rc)
+    widget.children[0].value = "{}x"
+    assert widget.children[1].value == experiments.describe_key(shards, "{}x")
+
+
+def test_failover_keeps_the_writers_going_and_the_node_rejoins():
+    frame = experiments.run_failover(writes_after=50)
+    plain, patient = frame.iloc[0], frame.iloc[1]
+    assert frame.attrs["promoted_after_s"] < 15
+    assert plain.gave_up > 0 and plain.retried == 0  # the cluster client alone cannot wait a failover out
+    assert patient.gave_up == 0 and patient.retried > 0
+    assert (frame.acknowledged >= 3 * 50).all() and (frame.acknowledged <= frame.attempted).all()
+    assert (frame.lost_elsewhere <= 0).all()
+    assert frame.attrs["rejoined_as_replica"] is True
+
+
+def test_counters_cover_every_shard_twice(rc):
+    shards = cluster.shards(rc.get_default_node().redis_connection)
+    names = experiments._counters(shards, "probe")
+    assert [cluster.shard_of(shards, name) for name in names] == [0, 0, 1, 1, 2, 2]
+
+
+def test_exercise_checkers_pass_the_references(rc):
+    assert evaluate(checkers.check_transaction_keys, rc, reference.transaction_keys).passed
+    assert evaluate(checkers.check_key_slot, rc, reference.slot_of).passed
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (lambda prefix, user: tuple(f"{prefix}{part}:{user}" for part in ("cart", "orders", "profile")), "common hash tag"),
+    (lambda prefix, user: tuple(f"{prefix}{{cart}}:{user}:{part}" for part in ("c", "o", "p")), "hot slot"),
+    (lambda prefix, user: tuple(f"{prefix}{{}}:{user}:{part}" for part in ("c", "o", "p")), "common hash tag"),
+    (lambda prefix, user: (f"{prefix}{{u}}:c", f"{prefix}{{u}}:o", f"{prefix}{{u}}:p"), "same key name"),
+])
+def test_transaction_keys_checker_fails_wrong_answers(rc, wrong, hint):
+    outcome = evaluate(checkers.check_transaction_keys, rc, wrong)
+    assert outcome.status == "failed" and hint in outcome.hint
+
+
+def _last_tag(name):
+    start, end = name.rfind("{"), name.rfind("}")
+    hashed = name[start + 1:end] if -1 < start < end - 1 else name
+    return cluster.crc16(hashed.encode()) % cluster.SLOTS
+
+
+def _empty_tag_hashes_nothing(name):
+    start = name.find("{")
+    end = name.find("}", start + 1)
+    hashed = name[start + 1:end] if start != -1 and end != -1 else name
+    return cluster.crc16(hashed.encode()) % cluster.SLOTS
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (lambda name: cluster.crc16(name.encode()) % cluster.SLOTS, "whole key"),
+    (_last_tag, "FIRST"),
+    (_empty_tag_hashes_nothing, "empty tag"),
+    (lambda name: cluster.crc16(name.encode()), "0 to 16383"),
+])
+def test_key_slot_checker_fails_wrong_answers(rc, wrong, hint):
+    outcome = evaluate(checkers.check_key_slot, rc, wrong)
+    assert outcome.status == "failed" and hint in outcome.hint
+
+
+def test_unsolved_exercises_say_not_solved(rc):
+    def stub(*args):
+        raise NotImplementedError
+
+    assert evaluate(checkers.check_key_slot, rc, stub).status == "not solved yet"

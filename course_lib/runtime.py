@@ -23,6 +23,7 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -248,8 +249,7 @@ def up(folder: str | os.PathLike | None = None, owner: int | None = None) -> Sta
     with _locked(path):
         stack = load(path)
         if stack is not None and not stack.standalone.alive() and not any(s.alive() for s in stack.cluster):
-            _stop_all(stack)  # every recorded server is gone or is someone else's: start afresh
-            stack = None
+            stack = None  # every recorded server is gone or is someone else's: start afresh
         binary = _binary_for(stack)
         if stack is None:
             standalone = start_server(binary, path / "standalone")
@@ -275,6 +275,7 @@ def up(folder: str | os.PathLike | None = None, owner: int | None = None) -> Sta
         if stack.owners is not None and not (stack.watchdog and pid_alive(stack.watchdog)):
             stack.watchdog = _start_watchdog(path)
         _save(stack)
+        _sweep(path, keep={server.pid for server in stack.servers()})
         return stack
 
 
@@ -288,20 +289,34 @@ def _binary_for(stack: Stack | None) -> ServerBinary:
     return find_binary()
 
 
-def _stop_all(stack: Stack) -> None:
-    for server in stack.servers():
-        server.stop()
+def _sweep(path: Path, keep: set[int] = frozenset()) -> None:
+    """Stop every server whose node folder lies in the runtime folder, except `keep`, and delete its folder.
+
+    The node folders, not `state.json`, are the full record: a process killed in the middle of `up`
+    leaves servers it never wrote down, and this finds them by their pid files (each checked in
+    the process table, so a pid since reused by another program is left alone).
+    """
+    for pidfile in path.glob("*/node-*/server.pid"):
+        node_dir = pidfile.parent
+        with contextlib.suppress(ValueError, OSError):
+            pid = int(pidfile.read_text())
+            if pid in keep:
+                continue
+            Server(port=int(node_dir.name.removeprefix("node-")), pid=pid, dir=str(node_dir)).stop()
+            shutil.rmtree(node_dir, ignore_errors=True)
+
+
+def _stop_everything(path: Path) -> None:
+    _sweep(path)
+    _state_file(path).unlink(missing_ok=True)
 
 
 def down(folder: str | os.PathLike | None = None) -> bool:
-    """Stop every server the runtime folder records and forget them. Returns True if any were recorded."""
+    """Stop every server in the runtime folder, recorded or not, and forget them. True if a stack was recorded."""
     path = runtime_dir(folder)
     with _locked(path):
-        stack = load(path)
-        if stack is not None:
-            _stop_all(stack)
         existed = _state_file(path).exists()
-        _state_file(path).unlink(missing_ok=True)
+        _stop_everything(path)
         return existed
 
 
@@ -316,8 +331,7 @@ def release(owner: int, folder: str | os.PathLike | None = None) -> bool:
         if stack.owners:
             _save(stack)
             return False
-        _stop_all(stack)
-        _state_file(path).unlink(missing_ok=True)
+        _stop_everything(path)
         return True
 
 
@@ -352,8 +366,7 @@ def watch(folder: str | os.PathLike, poll: float = 0.2) -> None:
             if stack is None or stack.owners is None or stack.watchdog != me:
                 return
             if not _live_owners(stack.owners):
-                _stop_all(stack)
-                _state_file(path).unlink(missing_ok=True)
+                _stop_everything(path)
                 return
         time.sleep(poll)  # a watchdog has no event to block on: a dead process sends none
 

@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from course_lib import runtime
-from course_lib.servers import ServerError, pid_alive, wait_for
+from course_lib.servers import ServerError, find_binary, pid_alive, start_server, wait_for
 
 
 def _all_pids(stack):
@@ -152,6 +152,21 @@ def test_stale_state_file_never_touches_a_stranger(folder):
         squatter.close()
         stranger.kill()
         stranger.wait()
+
+
+def test_servers_of_an_interrupted_up_are_swept(folder):
+    """`up` killed before it wrote state.json leaves unrecorded servers; the next `up` or `down` stops them."""
+    folder.mkdir(parents=True)
+    binary = find_binary()
+    orphans = [start_server(binary, folder / "standalone"), start_server(binary, folder / "cluster", cluster=True)]
+    stack = runtime.up(folder)
+    _assert_gone([orphan.pid for orphan in orphans])
+    assert sorted(p.parent.name for p in folder.glob("*/node-*/server.pid")) == sorted(
+        f"node-{server.port}" for server in stack.servers())  # nothing but the live stack's folders remain
+
+    orphan = start_server(binary, folder / "cluster", cluster=True)
+    runtime.down(folder)
+    _assert_gone([orphan.pid] + _all_pids(stack))
 
 
 def test_garbage_state_file_is_ignored(folder):

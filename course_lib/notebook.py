@@ -8,8 +8,8 @@ from __future__ import annotations
 import inspect
 
 
-def show_source(*objects) -> "IPython.display.Markdown":
-    """The tested source of functions/classes, rendered as a Python code block (never a pasted copy)."""
+def show_source(*objects):
+    """The tested source of functions/classes as an IPython Markdown code block (never a pasted copy)."""
     from IPython.display import Markdown
 
     blocks = [inspect.getsource(obj).rstrip() for obj in objects]

@@ -32,7 +32,8 @@ from typing import Iterator
 
 import redis
 
-from course_lib.servers import Server, ServerBinary, ServerError, find_binary, pid_alive, start_server, wait_for
+from course_lib.servers import (Server, ServerBinary, ServerError, find_binary, pid_alive, probe_binary, start_server,
+                                wait_for)
 
 RUNTIME_DIR_SETTING = "COURSE_RUNTIME_DIR"
 SLOT_COUNT = 16384
@@ -282,8 +283,6 @@ def up(folder: str | os.PathLike | None = None, owner: int | None = None) -> Sta
 def _binary_for(stack: Stack | None) -> ServerBinary:
     """Replacements use the engine already running, so a stack never mixes Redis and Valkey."""
     if stack is not None:
-        from course_lib.servers import probe_binary
-
         with contextlib.suppress(ServerError):
             return probe_binary(stack.binary)
     return find_binary()

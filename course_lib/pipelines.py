@@ -83,10 +83,12 @@ class RoundTripCounter:
     Caveat: counts this client only (not a cluster client), and not the handshake a new connection makes.
     """
 
+    connection_mixin = _CountingMixin  # the exercises' adversary extends it to act between commands
+
     def __init__(self, client: redis.Redis):
         pool = client.connection_pool
         base = pool.connection_class
-        counting = type(f"Counting{base.__name__}", (_CountingMixin, base), {})
+        counting = type(f"Counting{base.__name__}", (self.connection_mixin, base), {})
         self.client = redis.Redis(connection_pool=redis.ConnectionPool(
             connection_class=counting, counter=self, **pool.connection_kwargs))
         self.reset()

@@ -45,6 +45,15 @@ class Outcome:
         return f"[{mark}] {self.title}: {self.status}" + (f" - hint: {self.hint}" if self.hint else "")
 
 
+def returned(value, kinds: type | tuple[type, ...], what: str):
+    """`value` if the learner's function returned one of `kinds`; else a hint saying it must return `what`."""
+    if isinstance(value, kinds):
+        return value
+    if value is None:
+        raise ExerciseFailed(f"your function returned None; it must return {what} (is a `return` missing?)")
+    raise ExerciseFailed(f"your function must return {what}, it returned {type(value).__name__} {value!r:.60}")
+
+
 def exercise_prefix(checker: Callable) -> str:
     """The keys a checker may write: `course:<topic>:exercise:`, topic being its module's name."""
     return f"course:{checker.__module__.rsplit('.', 1)[-1]}:exercise:"

@@ -4,14 +4,16 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The tested versions of every Python dependency; `make test CONSTRAINTS=` tries the newest releases instead.
+CONSTRAINTS ?= constraints.txt
 
-.PHONY: lab test up down status clean
+.PHONY: lab test up down status clean constraints
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "The course needs Python >= 3.10; run: make PYTHON=python3.11 ...")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e '.[test]'
 	touch $(STAMP)
 
 lab: $(STAMP)
@@ -22,6 +24,14 @@ test: $(STAMP)
 
 up down status: $(STAMP)
 	$(BIN)/python -m course_lib $@
+
+# Pin what .venv holds now (after an upgrade has passed `make test`); markers keep Python 3.10 unpinned,
+# since several pinned releases need 3.11.
+constraints: $(STAMP)
+	{ echo "# The versions \`make\` and CI install (pip install -c constraints.txt): stored outputs and widgets are"; \
+	  echo "# verified with exactly these. Regenerate after an upgrade has passed the suite: make constraints."; \
+	  echo "# The newest releases are tried by .github/workflows/latest.yml every week (make test CONSTRAINTS=)."; \
+	  $(BIN)/python -m pip freeze --exclude-editable | sed 's/$$/ ; python_version >= "3.11"/'; } > constraints.txt
 
 clean: down
 	rm -rf $(VENV) .runtime

@@ -59,12 +59,16 @@ def test_notebook_maps_to_its_module_and_tests(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_output_has_no_unexpected_error_or_stderr(path):
+def test_run_all_reaches_the_end(path):
+    # nbval executes every cell and fails on any exception a cell raises, unless the cell is marked as
+    # raising on purpose. Forbidding the markers makes that run the "Run All with errors not allowed"
+    # a learner does in JupyterLab: a lesson's error is caught and printed, never raised.
     for cell in _code_cells(path):
         source = "".join(cell["source"])
+        assert "NBVAL_RAISES_EXCEPTION" not in source and "NBVAL_SKIP" not in source, \
+            f"{path.name}: a cell raises on purpose or is skipped; catch and print the error instead:\n{source[:200]}"
         for output in cell["outputs"]:
-            if output["output_type"] == "error":
-                assert source.startswith("# NBVAL_RAISES_EXCEPTION"), f"unexpected {output['ename']} in {path.name}"
+            assert output["output_type"] != "error", f"{path.name}: stored {output['ename']}"
             if output.get("name") == "stderr":
                 assert "NBVAL_IGNORE_OUTPUT" in source, f"stderr output in {path.name}: {''.join(output['text'])[:200]}"
 

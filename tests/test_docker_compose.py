@@ -188,7 +188,8 @@ def test_environment_yml_installs_the_project_from_pyproject():
     dependencies = environment["dependencies"]
     assert "python=3.11" in dependencies and "pip" in dependencies
     assert any(str(dep).split(">")[0].split("=")[0] == "redis-server" for dep in dependencies)
-    assert {"pip": ["-e .[test]"]} in dependencies  # Python dependencies: pyproject.toml only
+    # Python dependencies: pyproject.toml only, at the versions `make` installs
+    assert {"pip": ["-c constraints.txt", "-e .[test]"]} in dependencies
 
 
 def test_github_workflow_runs_ci_run():

@@ -7,12 +7,18 @@ The session leases the servers; its end (or its death, via the watchdog) stops w
 """
 
 import os
+import shutil
+import tempfile
 
 from course_lib import runtime
 from course_lib.connection import CLUSTER_URL_SETTING, REDIS_URL_SETTING
+from course_lib.progress import PROGRESS_FILE_SETTING
 
 
 def pytest_sessionstart(session):
+    # The notebooks' check() cells record outcomes: into a file of the session's, never the learner's.
+    session.config.progress_folder = tempfile.mkdtemp(prefix="course-progress-")
+    os.environ[PROGRESS_FILE_SETTING] = os.path.join(session.config.progress_folder, "progress.json")
     if all(os.environ.get(name) for name in (REDIS_URL_SETTING, CLUSTER_URL_SETTING)):
         session.config.course_stack = None
         return
@@ -30,6 +36,7 @@ def pytest_report_header(config):
 
 
 def pytest_sessionfinish(session):
+    shutil.rmtree(session.config.progress_folder, ignore_errors=True)
     stack = getattr(session.config, "course_stack", None)
     if stack is not None:
         runtime.release(os.getpid(), stack.folder)

@@ -1,4 +1,4 @@
-"""Command line: `python -m course_lib up | down | status | lab`.
+"""Command line: `python -m course_lib up | down | status | lab | progress`.
 
 - `up`      start (or reuse) the embedded servers and keep them until `down`;
             `up --env` prints `export` lines for a shell: `eval "$(python -m course_lib up --env)"`.
@@ -7,6 +7,7 @@
 - `lab`     bring the servers up, open JupyterLab on notebooks/ with the settings exported to its
             kernels; on exit stop the servers it started (never ones that were already running).
             Extra arguments go to JupyterLab: `python -m course_lib lab --no-browser --port 8899`.
+- `progress` exercises solved per chapter, and the next one to do (recorded by every `check()`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from course_lib import runtime
+from course_lib import progress, runtime
 from course_lib.connection import CLUSTER_URL_SETTING, REDIS_URL_SETTING
 from course_lib.servers import ServerError
 
@@ -64,6 +65,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     stack = runtime.load(runtime.runtime_dir(args.runtime_dir))
     print(_describe(stack) + "\n\n" + _table(rows))
     return 0 if all(row["alive"] for row in rows) else 1
+
+
+def cmd_progress(args: argparse.Namespace) -> int:
+    print(progress.table())
+    return 0
 
 
 def cmd_lab(args: argparse.Namespace, jupyter_args: list[str]) -> int:
@@ -119,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("down", parents=[common], help="stop the embedded servers")
     commands.add_parser("status", parents=[common], help="show the embedded servers")
     commands.add_parser("lab", parents=[common], help="servers up + JupyterLab on notebooks/")
+    commands.add_parser("progress", help="exercises solved per chapter, and what is next")
     commands.add_parser("watch", parents=[common])
     args, rest = parser.parse_known_args(argv)
     if rest and args.command != "lab":
@@ -128,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_lab(args, rest)
         if args.command == "watch":
             return cmd_watch(args)
-        return {"up": cmd_up, "down": cmd_down, "status": cmd_status}[args.command](args)
+        return {"up": cmd_up, "down": cmd_down, "status": cmd_status, "progress": cmd_progress}[args.command](args)
     except ServerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from course_lib import progress
 from course_lib.keys import delete_prefix
 
 
@@ -78,11 +79,15 @@ def evaluate(checker: Callable, client, solution: Callable) -> Outcome:
 
 
 def check(checker: Callable, solution: Callable, client=None) -> Outcome:
-    """Evaluate a learner's `solution` with `checker`, print the one-line outcome, and return it."""
+    """Evaluate a learner's `solution` with `checker`, record it (`course_lib.progress`), print the one-line outcome, and return it."""
     if client is None:
         from course_lib.connection import connect
 
         client = connect()
     outcome = evaluate(checker, client, solution)
+    try:
+        progress.record(checker, outcome.status)
+    except OSError:  # progress is a convenience: a read-only runtime folder must not break the check
+        pass
     print(outcome)
     return outcome

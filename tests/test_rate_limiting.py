@@ -1,6 +1,8 @@
 """Chapter 05: the four limiters, the guide's two, the race, the oracle (`limits`), speed, traffic, exercises."""
 
 import random
+import secrets
+import threading
 
 import pytest
 
@@ -311,82 +313,183 @@ def test_traffic_widget_starts_idle_and_reports_on_run(r):
 
 # -- exercises ---------------------------------------------------------------------------------------
 
-def test_fixed_window_checker_accepts_the_solution(r):
-    assert evaluate(checkers.check_fixed_window, r, solutions.fixed_window).passed
+# Wrong answers to exercise 1, each the mistake the chapter teaches against, with the phrase of its hint.
 
-
-def test_fixed_window_checker_rejects_the_guides_limiter(r):
-    def guide(client, counter, limit, window):
-        count = client.incr(counter)
-        if count == 1:
-            client.expire(counter, window)
-        return count <= limit
-
-    outcome = evaluate(checkers.check_fixed_window, r, guide)
-    assert outcome.status == "failed" and "crash" in outcome.hint
-
-
-def test_fixed_window_checker_rejects_a_ttl_reset_on_every_request(r):
-    def sliding_ttl(client, counter, limit, window):
-        count = client.incr(counter)
+def guide_incr_then_expire_if_first(client, counter, limit, window):
+    count = client.incr(counter)
+    if count == 1:
         client.expire(counter, window)
-        return count <= limit
-
-    outcome = evaluate(checkers.check_fixed_window, r, sliding_ttl)
-    assert outcome.status == "failed" and "never expire" in outcome.hint
+    return count <= limit
 
 
-def test_fixed_window_checker_rejects_no_ttl(r):
-    def no_ttl(client, counter, limit, window):
-        return client.incr(counter) <= limit
-
-    outcome = evaluate(checkers.check_fixed_window, r, no_ttl)
-    assert outcome.status == "failed" and "TTL" in outcome.hint
+def incr_then_separate_expire_nx(client, counter, limit, window):
+    count = client.incr(counter)
+    client.expire(counter, window, nx=True)
+    return count <= limit
 
 
-def test_sliding_log_checker_accepts_the_solution(r):
-    assert evaluate(checkers.check_sliding_log, r, solutions.sliding_log).passed
+def expire_on_every_request(client, counter, limit, window):
+    with client.pipeline(transaction=True) as pipe:
+        count, _ = pipe.incr(counter).expire(counter, window).execute()
+    return count <= limit
 
 
-def test_sliding_log_checker_rejects_the_guides_four_round_trips(r):
-    def four_round_trips(client, log, limit, window_ms, now_ms):
-        client.zremrangebyscore(log, "-inf", now_ms - window_ms)
-        if client.zcard(log) >= limit:
-            return False
-        client.zadd(log, {f"{now_ms}-{random.random()}": now_ms})
-        client.pexpire(log, window_ms)
-        return True
-
-    outcome = evaluate(checkers.check_sliding_log, r, four_round_trips)
-    assert outcome.status == "failed" and "Lua" in outcome.hint
+def no_expiry(client, counter, limit, window):
+    return client.incr(counter) <= limit
 
 
-def test_sliding_log_checker_rejects_members_that_collide(r):
-    script = """
-    redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3] - ARGV[2])
-    if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
-    redis.call('ZADD', KEYS[1], ARGV[3], ARGV[3])
-    return 1
-    """
-    def same_member(client, log, limit, window_ms, now_ms):
-        return client.eval(script, 1, log, limit, window_ms, now_ms)
-
-    outcome = evaluate(checkers.check_sliding_log, r, same_member)
-    assert outcome.status == "failed" and "unique" in outcome.hint
+FIXED_LOCK = threading.Lock()
 
 
-def test_sliding_log_checker_rejects_an_off_by_one_window(r):
-    script = """
-    redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. (ARGV[3] - ARGV[2]))
-    if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
-    redis.call('ZADD', KEYS[1], ARGV[3], redis.call('INCR', KEYS[2]))
-    return 1
-    """
-    def keeps_the_oldest(client, log, limit, window_ms, now_ms):
-        return client.eval(script, 2, log, log + ":seq", limit, window_ms, now_ms)
+def locked_get_then_set(client, counter, limit, window):
+    with FIXED_LOCK:  # one lock per process: another app server is not stopped by it
+        count = int(client.get(counter) or 0) + 1
+        with client.pipeline(transaction=True) as pipe:
+            pipe.set(counter, count, keepttl=True).expire(counter, window, nx=True).execute()
+    return count <= limit
 
-    outcome = evaluate(checkers.check_sliding_log, r, keeps_the_oldest)
-    assert outcome.status == "failed" and "leaves the window" in outcome.hint
+
+def off_by_one(client, counter, limit, window):
+    with client.pipeline(transaction=True) as pipe:
+        count, _ = pipe.incr(counter).expire(counter, window, nx=True).execute()
+    return count < limit
+
+
+def notebook_r(client, counter, limit, window):
+    return solutions.fixed_window(NOTEBOOK_R[0], counter, limit, window)
+
+
+def returns_the_count(client, counter, limit, window):
+    with client.pipeline(transaction=True) as pipe:
+        count, _ = pipe.incr(counter).expire(counter, window, nx=True).execute()
+    return count
+
+
+NOTEBOOK_R = []  # the notebook's global client, set by the fixture below
+
+
+@pytest.fixture
+def notebook_client(r):
+    NOTEBOOK_R[:] = [r]
+    yield
+    NOTEBOOK_R.clear()
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (guide_incr_then_expire_if_first, "right after round trip 1 of 2 (INCRBY) and left the counter without a TTL"),
+    (incr_then_separate_expire_nx, "left the counter without a TTL"),
+    (expire_on_every_request, "pushed the window's end back"),
+    (no_expiry, "has no TTL"),
+    (locked_get_then_set, "a request was lost"),
+    (off_by_one, "allowed, allowed, allowed, denied, denied"),
+    (notebook_r, "not the notebook's `r`"),
+    (returns_the_count, "must return True (allowed) or False (denied)"),
+], ids=lambda value: getattr(value, "__name__", "hint"))
+def test_fixed_window_checker_fails_each_wrong_answer_with_its_hint(r, notebook_client, wrong, hint):
+    outcome = evaluate(checkers.check_fixed_window, r, wrong)
+    assert outcome.status == "failed" and hint in outcome.hint, outcome
+
+
+FIXED_SCRIPT = """
+local count = redis.call('INCR', KEYS[1])
+if redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+return count <= tonumber(ARGV[1]) and 1 or 0
+"""
+
+
+@pytest.mark.parametrize("right", [
+    solutions.fixed_window,
+    lambda client, counter, limit, window: client.eval(FIXED_SCRIPT, 1, counter, limit, window),  # a Lua script
+], ids=["reference: MULTI with EXPIRE NX", "Lua: INCR, EXPIRE when there is no TTL, 1/0"])
+def test_fixed_window_checker_passes_correct_answers(r, right):
+    assert evaluate(checkers.check_fixed_window, r, right).passed
+
+
+# Wrong answers to exercise 2.
+
+LOG_LOCK = threading.Lock()
+
+
+def four_calls(client, log, limit, window_ms, now_ms):
+    client.zremrangebyscore(log, "-inf", now_ms - window_ms)
+    if client.zcard(log) >= limit:
+        return False
+    client.zadd(log, {f"{now_ms}-{random.random()}": now_ms})
+    client.pexpire(log, window_ms)
+    return True
+
+
+def locked_four_calls(client, log, limit, window_ms, now_ms):
+    with LOG_LOCK:  # the issue's wrong answer: one lock per process around the four calls
+        return four_calls(client, log, limit, window_ms, now_ms)
+
+
+def _script(source, keys):
+    return lambda client, log, limit, window_ms, now_ms: client.eval(
+        source, len(keys), *(log + suffix for suffix in keys), limit, window_ms, now_ms)
+
+
+REMOVE_COUNT_ADD = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3] - ARGV[2])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[3], redis.call('INCR', KEYS[2]))
+"""
+NO_EXPIRY = REMOVE_COUNT_ADD + "return 1"
+SAME_MEMBER = REMOVE_COUNT_ADD.replace("redis.call('INCR', KEYS[2])", "ARGV[3]") + (
+    "redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1")
+KEEPS_THE_OLDEST = REMOVE_COUNT_ADD.replace("'-inf', ARGV[3] - ARGV[2]", "'-inf', '(' .. (ARGV[3] - ARGV[2])") + (
+    "redis.call('PEXPIRE', KEYS[1], ARGV[2]) redis.call('PEXPIRE', KEYS[2], ARGV[2]) return 1")
+SEQ_NEVER_EXPIRES = REMOVE_COUNT_ADD + "redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1"
+
+
+def script_then_separate_expiry(client, log, limit, window_ms, now_ms):
+    allowed = client.eval(NO_EXPIRY, 2, log, log + ":seq", limit, window_ms, now_ms)
+    client.pexpire(log, window_ms)
+    client.pexpire(log + ":seq", window_ms)
+    return allowed
+
+
+def counts_at_limit_zero(client, log, limit, window_ms, now_ms):
+    return solutions.sliding_log(client, log, max(limit, 1), window_ms, now_ms)
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (four_calls, "another app server filled the window"),
+    (locked_four_calls, "a lock inside your process cannot stop another app server"),
+    (_script(NO_EXPIRY, ["", ":seq"]), "should all expire"),
+    (_script(SEQ_NEVER_EXPIRES, ["", ":seq"]), "should all expire"),
+    (script_then_separate_expiry, "right after round trip 1 of 3 (EVAL) and left"),
+    (_script(SAME_MEMBER, [""]), "make each entry's member unique"),
+    (_script(KEEPS_THE_OLDEST, ["", ":seq"]), "leaves the window once now - its time >= window"),
+    (counts_at_limit_zero, "limit of 0 denies every request"),
+    (lambda client, log, limit, window_ms, now_ms: None, "returned None"),
+], ids=["four calls", "threading.Lock around four calls", "no PEXPIRE", "helper key never expires",
+        "PEXPIRE in a second round trip", "colliding members", "off by one at the window's edge", "limit 0",
+        "no return"])
+def test_sliding_log_checker_fails_each_wrong_answer_with_its_hint(r, wrong, hint):
+    outcome = evaluate(checkers.check_sliding_log, r, wrong)
+    assert outcome.status == "failed" and hint in outcome.hint, outcome
+
+
+ZCOUNT_RANDOM_MEMBERS = """
+local now, window = tonumber(ARGV[3]), tonumber(ARGV[2])
+if redis.call('ZCOUNT', KEYS[1], '(' .. (now - window), '+inf') >= tonumber(ARGV[1]) then return 0 end
+redis.call('ZADD', KEYS[1], now, ARGV[4])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+redis.call('PEXPIRE', KEYS[1], window)
+return 1
+"""
+
+
+def zcount_with_random_members(client, log, limit, window_ms, now_ms):
+    """An unusual right answer: no helper key, a random member sent from Python, ZCOUNT instead of ZCARD."""
+    return client.eval(ZCOUNT_RANDOM_MEMBERS, 1, log, limit, window_ms, now_ms, secrets.token_hex(8)) == 1
+
+
+@pytest.mark.parametrize("right", [solutions.sliding_log, zcount_with_random_members],
+                         ids=["reference: one Lua script", "Lua: ZCOUNT, random members, no helper key"])
+def test_sliding_log_checker_passes_correct_answers(r, right):
+    assert evaluate(checkers.check_sliding_log, r, right).passed
 
 
 def test_unsolved_exercises_say_so(r):

@@ -1,11 +1,18 @@
 """Chapter 06: the session store, the JSON-string layout, the guide's functions, experiments, exercises."""
 
+import hashlib
+import itertools
+import json
+import os
+import random
+import secrets
+import time
 import uuid
 
 import pytest
 
 from course_lib.concurrency import run_together
-from course_lib.connection import server_identity
+from course_lib.connection import connect, server_identity
 from course_lib.exercises import evaluate
 from course_lib.exercises import sessions as checkers
 from course_lib.exercises.solutions import sessions as solutions
@@ -259,55 +266,165 @@ def test_read_cost_getex_beats_get_plus_expire(r):
 
 # -- exercises -----------------------------------------------------------------------------------------
 
-def test_session_id_checker_accepts_the_solution_and_a_128_bit_hex_id(r):
-    import secrets
-
-    assert evaluate(checkers.check_session_id, r, solutions.session_id).passed
-    assert evaluate(checkers.check_session_id, r, lambda: secrets.token_hex(16)).passed
+# Wrong answers to exercise 1 (ids), each with the phrase of its hint.
+COUNTER = itertools.count()
+SEEDED_ONCE = random.Random(7)
 
 
 @pytest.mark.parametrize("wrong, hint", [
-    (lambda: str(uuid.uuid4()), "bits"),
+    (lambda: hashlib.sha256(str(next(COUNTER)).encode()).hexdigest(), "forked from the same state"),
+    (lambda: hashlib.sha256(f"{time.time_ns()}:{os.getpid()}".encode()).hexdigest(), "same clock and process id"),
+    (lambda: hashlib.sha256(f"{os.getpid()}:{next(COUNTER)}".encode()).hexdigest(), "forked from the same state"),
+    (lambda: "%064x" % SEEDED_ONCE.getrandbits(256), "forked from the same state"),
+    (lambda: "%032x" % random.getrandbits(128), "re-seeding Python's `random`"),
+    (lambda: str(uuid.uuid4()), "a UUID4 carries 122"),
     (lambda: uuid.uuid1().hex, "bits"),
-    (lambda: "%032x" % __import__("random").getrandbits(128), "secrets"),
     (lambda: "same", "repeat"),
-    (lambda: __import__("secrets").token_hex(16) + ";", "cookie"),
-])
-def test_session_id_checker_rejects_weak_ids(r, wrong, hint):
+    (lambda: secrets.token_hex(16) + ";", "cookie"),
+    (lambda: secrets.token_bytes(16), "must return the id as a string"),
+    (lambda: None, "returned None"),
+], ids=["sha256 of a counter", "sha256 of the time and pid", "sha256 of pid and counter", "a generator seeded once",
+        "random.getrandbits", "uuid4: 122 bits", "uuid1", "constant", "cookie-unsafe", "bytes", "no return"])
+def test_session_id_checker_fails_each_wrong_answer_with_its_hint(r, wrong, hint):
     outcome = evaluate(checkers.check_session_id, r, wrong)
-    assert outcome.status == "failed" and hint in outcome.hint
+    assert outcome.status == "failed" and hint in outcome.hint, outcome
 
 
-def test_log_out_everywhere_checker_accepts_the_solution(r):
-    assert evaluate(checkers.check_log_out_everywhere, r, solutions.log_out_everywhere).passed
+@pytest.mark.parametrize("right", [
+    solutions.session_id,
+    lambda: secrets.token_hex(16),  # exactly 128 bits
+    lambda: hashlib.sha256(os.urandom(32)).hexdigest(),  # a hash of OS randomness is still random
+    lambda: uuid.uuid4().hex + uuid.uuid4().hex,  # two UUID4s: 244 random bits
+], ids=["reference", "token_hex(16)", "sha256 of os.urandom", "two uuid4"])
+def test_session_id_checker_passes_correct_answers(r, right):
+    assert evaluate(checkers.check_session_id, r, right).passed
 
 
-def test_log_out_everywhere_checker_rejects_wrong_answers(r):
-    def index_only(client, prefix, user):
-        return client.delete(f"{prefix}user:{user}")
+# Wrong answers to exercise 3 (log out everywhere).
 
-    def everything(client, prefix, user):
-        names = list(client.scan_iter(match=f"{prefix}session:*"))
-        client.delete(f"{prefix}user:{user}")
-        return client.delete(*names)
-
-    def counts_the_index(client, prefix, user):
-        ids = client.smembers(f"{prefix}user:{user}")
-        client.delete(*(f"{prefix}session:{i}" for i in ids), f"{prefix}user:{user}")
-        return len(ids)
-
-    for wrong, hint in ((index_only, "still exist"), (everything, "bob"), (counts_the_index, "return how many")):
-        outcome = evaluate(checkers.check_log_out_everywhere, r, wrong)
-        assert outcome.status == "failed" and hint in outcome.hint, outcome
+def index_only(client, prefix, user):
+    return client.delete(f"{prefix}user:{user}")
 
 
-def test_sliding_read_checker(r):
-    assert evaluate(checkers.check_sliding_read, r, solutions.sliding_read).passed
-    get_only = evaluate(checkers.check_sliding_read, r, lambda client, name, idle: solutions.json.loads(
-        client.get(name)) if client.exists(name) else None)
-    assert get_only.status == "failed" and "GETEX" in get_only.hint
-    no_parse = evaluate(checkers.check_sliding_read, r, lambda client, name, idle: client.getex(name, ex=idle))
-    assert no_parse.status == "failed" and "json" in no_parse.hint
+def scan_everything(client, prefix, user):
+    names = [n for n in client.scan_iter(match=f"{prefix}session:*") if client.hget(n, "user") == user]
+    client.delete(f"{prefix}user:{user}")
+    return client.delete(*names) if names else 0
+
+
+def counts_the_index(client, prefix, user):
+    ids = client.smembers(f"{prefix}user:{user}")
+    if ids:
+        client.delete(*(f"{prefix}session:{i}" for i in ids))
+        client.srem(f"{prefix}user:{user}", *ids)
+    return len(ids)
+
+
+def one_round_trip_per_session(client, prefix, user):
+    ids = client.smembers(f"{prefix}user:{user}")
+    deleted = sum(client.delete(f"{prefix}session:{i}") for i in ids)
+    client.delete(f"{prefix}user:{user}")
+    return deleted
+
+
+def read_then_delete_the_index(client, prefix, user):
+    index = f"{prefix}user:{user}"
+    ids = client.smembers(index)
+    if not ids:
+        return 0
+    with client.pipeline(transaction=True) as pipe:
+        deleted, _ = pipe.delete(*(f"{prefix}session:{i}" for i in ids)).delete(index).execute()
+    return deleted
+
+
+def index_entries_first_then_sessions(client, prefix, user):
+    index = f"{prefix}user:{user}"
+    ids = client.smembers(index)
+    if not ids:
+        return 0
+    client.srem(index, *ids)
+    return client.delete(*(f"{prefix}session:{i}" for i in ids))
+
+
+def fails_without_sessions(client, prefix, user):
+    ids = client.smembers(f"{prefix}user:{user}")
+    with client.pipeline(transaction=True) as pipe:
+        deleted, _ = pipe.delete(*(f"{prefix}session:{i}" for i in ids)).srem(f"{prefix}user:{user}", *ids).execute()
+    return deleted
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (index_only, "still exist"),
+    (scan_everything, "SCAN or KEYS"),
+    (counts_the_index, "return how many"),
+    (one_round_trip_per_session, "one per session"),
+    (read_then_delete_the_index, "removing the whole index also removes ids added after you read it"),
+    (index_entries_first_then_sessions, "right after round trip 2 of 3 (SREM) and left alice's live sessions"),
+    (fails_without_sessions, "a user with no sessions must give 0"),
+    (lambda client, prefix, user: solutions.log_out_everywhere(connect(), prefix, user), "not the notebook's `r`"),
+], ids=lambda value: getattr(value, "__name__", "hint"))
+def test_log_out_everywhere_checker_fails_each_wrong_answer_with_its_hint(r, wrong, hint):
+    outcome = evaluate(checkers.check_log_out_everywhere, r, wrong)
+    assert outcome.status == "failed" and hint in outcome.hint, outcome
+
+
+LOG_OUT_SCRIPT = """
+local ids = redis.call('SMEMBERS', KEYS[1])
+local deleted = 0
+for _, id in ipairs(ids) do deleted = deleted + redis.call('DEL', ARGV[1] .. 'session:' .. id) end
+redis.call('DEL', KEYS[1])
+return deleted
+"""
+
+
+@pytest.mark.parametrize("right", [
+    solutions.log_out_everywhere,
+    # one script: nothing can land between reading and deleting the index (standalone only: the
+    # session keys it builds are not declared in KEYS)
+    lambda client, prefix, user: client.eval(LOG_OUT_SCRIPT, 1, f"{prefix}user:{user}", prefix),
+], ids=["reference: SMEMBERS, then DEL + SREM of those ids", "Lua: read and delete as one"])
+def test_log_out_everywhere_checker_passes_correct_answers(r, right):
+    assert evaluate(checkers.check_log_out_everywhere, r, right).passed
+
+
+# Wrong answers to exercise 2 (read and slide).
+
+def guide_get_then_expire(client, name, idle):
+    raw = client.get(name)
+    client.expire(name, idle)
+    return None if raw is None else json.loads(raw)
+
+
+def exists_then_getex(client, name, idle):
+    return json.loads(client.getex(name, ex=idle)) if client.exists(name) else None
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (guide_get_then_expire, "took 2 round trips (GET | EXPIRE)"),
+    (exists_then_getex, "took 2 round trips"),
+    (lambda client, name, idle: json.loads(client.get(name)) if client.exists(name) else None, "TTL"),
+    (lambda client, name, idle: client.getex(name, ex=idle), "parsed, as a dict"),
+    (lambda client, name, idle: json.loads(client.getex(name, ex=1800) or "null"), "(1234 s in this check)"),
+    (lambda client, name, idle: json.loads(client.getex(name, px=idle) or "null"), "restart it at `idle`"),
+    (lambda client, name, idle: client.getex(name, ex=idle) and None, "returned None"),
+    (lambda client, name, idle: solutions.sliding_read(connect(), name, idle), "not the notebook's `r`"),
+], ids=["guide: GET + EXPIRE", "EXISTS + GETEX", "no slide", "JSON not parsed", "fixed idle", "ms for s",
+        "no return", "the notebook's r"])
+def test_sliding_read_checker_fails_each_wrong_answer_with_its_hint(r, wrong, hint):
+    outcome = evaluate(checkers.check_sliding_read, r, wrong)
+    assert outcome.status == "failed" and hint in outcome.hint, outcome
+
+
+def multi_get_and_expire(client, name, idle):
+    with client.pipeline(transaction=True) as pipe:
+        raw, _ = pipe.get(name).expire(name, idle).execute()
+    return None if raw is None else json.loads(raw)
+
+
+@pytest.mark.parametrize("right", [solutions.sliding_read, multi_get_and_expire],
+                         ids=["reference: GETEX", "GET + EXPIRE in one MULTI"])
+def test_sliding_read_checker_passes_correct_answers(r, right):
+    assert evaluate(checkers.check_sliding_read, r, right).passed
 
 
 def test_unsolved_exercises_say_so(r):

@@ -1,65 +1,120 @@
 """Checkers for chapter 05's exercises (see `course_lib.exercises` for the pattern).
 
+Each checker plays the other app servers against the learner's limiter (`adversary.Adversary`):
+another app server counts its own requests right after each of the learner's commands in turn,
+and the learner's app server crashes after each of its round trips in turn (`every_crash`).
+
 Keys written, all under `course:rate_limiting:exercise:`: `fixed:<n>` (strings, counters) and
-`log:<n>` (whatever the learner's sliding log stores, e.g. a sorted set plus helper keys sharing
-the name as a prefix). `evaluate` deletes them before and after each check.
+`log:<n>` (the sliding log's sorted set, plus any helper keys the learner names with `log:<n>` as a
+prefix). `evaluate` deletes them before and after each check.
 """
 
 from __future__ import annotations
 
-from course_lib.concurrency import StillRunning, run_together
-from course_lib.exercises import ExerciseFailed, exercise_prefix
+from course_lib.exercises import ExerciseFailed, exercise_prefix, returned
+from course_lib.exercises.adversary import Adversary, every_crash
+
+
+def _decision(value) -> bool:
+    """The learner's answer as a bool: True/False (or the 1/0 a script returns)."""
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    return returned(value, bool, "True (allowed) or False (denied)")
+
+
+def _interleavings(client, setup, call, other_key: str, other, judge) -> None:
+    """Run `call` once per learner command naming `other_key`, with `other` acting right after that command.
+
+    `setup()` resets the data before each run; `judge(at, result)` raises if the outcome is wrong.
+    The first run only counts the commands that name the key (the other app server never acts).
+    """
+    setup()
+    with Adversary(client) as counting:
+        counted = counting.after(other_key, lambda _other: None, at=10**9)
+        call(counting.client)
+        counting.require_used()
+        touches = counted.touches
+    for at in range(1, touches + 1):
+        setup()
+        with Adversary(client) as adversary:
+            adversary.after(other_key, other, at=at)
+            judge(at, call(adversary.client))
 
 
 def check_fixed_window(client, solution) -> None:
     """A fixed window that cannot leak
 
     `solution(client, counter, limit, window)` counts one request in the counter key `counter`
-    (one key per window, named by the caller) and returns True if it is within `limit`. The counter
-    must get a TTL of `window` seconds from its first request, keep it, and never be left without one.
+    (one key per window, named by the caller) and returns True if it is within `limit` (limit 0:
+    every request is denied), else False. The properties checked:
+
+    - exact: with other app servers counting in the same key, the count is every request's, and
+      none is lost between the learner's commands (the other app server acts after each of them);
+    - expiring: the counter gets a TTL of `window` seconds from its first request and keeps it
+      (later requests do not push the window's end back);
+    - crash-safe: whichever round trip the app server dies after, the counter is never left
+      without a TTL; and a counter an earlier crash left without one gets one.
     """
     prefix = exercise_prefix(check_fixed_window)
     counter, limit, window = prefix + "fixed:1", 3, 60
-    answers = [solution(client, counter, limit, window) for _ in range(limit + 2)]
-    if [bool(a) for a in answers] != [True] * limit + [False] * 2:
+
+    with Adversary(client) as adversary:
+        answers = [_decision(solution(adversary.client, counter, limit, window)) for _ in range(limit + 2)]
+        adversary.require_used()
+    if answers != [True] * limit + [False] * 2:
         raise ExerciseFailed(f"with limit {limit}, five requests should be allowed, allowed, allowed, denied, denied; "
                              f"got {answers}")
-    ttl = client.ttl(counter)
-    if not 0 < ttl <= window:
-        raise ExerciseFailed(f"after its requests the counter's TTL is {ttl}, not up to {window} s: "
-                             "give it an expiry (EXPIRE) so the window ends")
+    ttl_ms = client.pttl(counter)
+    if ttl_ms < 0:
+        raise ExerciseFailed("after its requests the counter has no TTL: give it an expiry so the window ends")
+    if not window * 1000 - 5000 < ttl_ms <= window * 1000:
+        raise ExerciseFailed(f"after its requests the counter's TTL is {ttl_ms} ms, not about {window} s: "
+                             "the window must last `window` seconds from its first request")
+
+    zero = prefix + "fixed:zero"
+    if _decision(solution(client, zero, 0, window)):
+        raise ExerciseFailed("with limit 0 the first request was allowed: a limit of 0 denies every request")
 
     client.pexpire(counter, 1500)  # as if the window were nearly over
     solution(client, counter, limit, window)
     if client.pttl(counter) > 1500:
         raise ExerciseFailed("a later request pushed the window's end back: under steady traffic the counter "
-                             "would never expire. Set the TTL only when there is none (EXPIRE ... NX)")
+                             "would never expire. The TTL must be set only when the counter has none")
+
+    def fresh() -> None:
+        client.delete(counter)
+
+    def no_ttl() -> str | None:
+        return "left the counter without a TTL (it never expires)" if client.ttl(counter) == -1 else None
+
+    every_crash(client, fresh, lambda c: solution(c, counter, limit, window), no_ttl, "counting a request")
 
     leftover = prefix + "fixed:2"
-    client.set(leftover, 7)  # what a process that died between INCR and EXPIRE leaves behind
+    client.set(leftover, 1)  # what a process that died between counting and setting the TTL leaves behind
     solution(client, leftover, limit, window)
     if client.ttl(leftover) < 0:
-        raise ExerciseFailed("a counter left without a TTL (a crash between INCR and EXPIRE) stays without one, so "
-                             "that client is denied forever. Send INCR and EXPIRE ... NX together (MULTI), "
-                             "not EXPIRE only when the count is 1")
+        raise ExerciseFailed("a counter left without a TTL (a crash between counting and EXPIRE) stays without one, "
+                             "so that client is denied forever once it reaches the limit: make setting the TTL "
+                             "not depend on the count being 1")
+
+    def other_counts(other) -> None:  # another app server counts its own request, atomically
+        with other.pipeline(transaction=True) as pipe:
+            pipe.incr(counter).expire(counter, window, nx=True).execute()
+
+    def judge(at: int, _answer) -> None:
+        count = int(client.get(counter) or 0)
+        if count != 2:
+            raise ExerciseFailed(f"another app server counted one request right after your command {at} on the "
+                                 f"counter, yet the counter ended at {count}, not 2: a request was lost between "
+                                 "reading and writing the count (a lock inside your process cannot stop another "
+                                 "app server). Let one atomic command do the counting")
+
+    _interleavings(client, fresh, lambda c: solution(c, counter, limit, window), counter, other_counts, judge)
 
 
-def _race(client, solution, prefix: str, limit: int, rounds: int = 20, threads: int = 8, per_thread: int = 5) -> int:
-    """The most requests admitted in one round of `threads` x `per_thread` simultaneous requests."""
-    worst = 0
-    for n in range(rounds):
-        log = f"{prefix}log:race:{n}"
-
-        def send(_slot: int) -> int:
-            return sum(bool(solution(client, log, limit, 60_000, 1_000_000)) for _ in range(per_thread))
-
-        try:
-            admitted = run_together(send, threads, timeout=60, what="sliding_log race")
-        except StillRunning:
-            raise ExerciseFailed(f"{threads * per_thread} calls from {threads} threads took over a minute: "
-                                 "does your function block?") from None
-        worst = max(worst, sum(admitted))
-    return worst
+def _in_window(client, log: str, now_ms: int, window_ms: int) -> int:
+    """How many entries of the log count at `now_ms` (scored after now - window)."""
+    return client.zcount(log, f"({now_ms - window_ms}", "+inf")
 
 
 def check_sliding_log(client, solution) -> None:
@@ -67,22 +122,74 @@ def check_sliding_log(client, solution) -> None:
 
     `solution(client, log, limit, window_ms, now_ms)` allows a request if fewer than `limit`
     requests were allowed in the last `window_ms` milliseconds (a request counts while
-    now_ms - its time < window_ms), records it if allowed, and returns True/False.
+    now_ms - its time < window_ms; limit 0 denies everything), records it if allowed, and returns
+    True/False. Layout: `log` is a sorted set with one member per allowed request, scored by its
+    time in ms (other app servers share it); helper keys, if any, are named `log` + a suffix. The
+    properties checked:
+
+    - exact: decisions at the window's edges, two requests in one millisecond, denied requests
+      not recorded;
+    - atomic across app servers: right after each of the learner's commands on the log in turn,
+      another app server admits requests until the window is full; the learner must never add one
+      more (a lock inside one process cannot stop another app server);
+    - expiring: the log and its helper keys get a TTL of about one window, so a client that stops
+      calling leaves nothing behind, and no crash between round trips leaves a key without one.
     """
     prefix = exercise_prefix(check_sliding_log)
     steps = [(0, True), (100, True), (100, True), (300, False), (999, False), (1000, True), (1050, False),
              (1100, True), (1101, True), (1102, False)]
     log = prefix + "log:steps"
-    for now_ms, expected in steps:
-        got = solution(client, log, 3, 1000, now_ms)
-        if bool(got) != expected:
-            hint = ("two requests at the same millisecond must both count: make each entry's member unique"
-                    if now_ms == 300 else
-                    "an entry leaves the window once now - its time >= window (remove scores <= now - window)"
-                    if now_ms in (1000, 1100) else "count only the requests that were allowed")
-            raise ExerciseFailed(f"limit 3 per 1000 ms, requests at {[s for s, _ in steps]}: at {now_ms} expected "
-                                 f"{expected}, got {got!r}. Hint: {hint}")
-    worst = _race(client, solution, prefix, limit=10)
-    if worst > 10:
-        raise ExerciseFailed(f"8 threads sending at once got {worst} requests through a limit of 10: checking and "
-                             "recording in separate round trips lets them all see room. Do it in one Lua script")
+    with Adversary(client) as adversary:
+        for now_ms, expected in steps:
+            got = _decision(solution(adversary.client, log, 3, 1000, now_ms))
+            adversary.require_used()
+            if got != expected:
+                hint = ("two requests at the same millisecond must both count: make each entry's member unique"
+                        if now_ms == 300 else
+                        "an entry leaves the window once now - its time >= window"
+                        if now_ms in (1000, 1100) else "count only the requests that were allowed")
+                raise ExerciseFailed(f"limit 3 per 1000 ms, requests at {[s for s, _ in steps]}: at {now_ms} "
+                                     f"expected {expected}, got {got}. Hint: {hint}")
+    names = list(client.scan_iter(match=log + "*"))
+    if any(not 0 < client.pttl(name) <= 2000 for name in names):
+        raise ExerciseFailed(f"after the requests, {sorted(names)} should all expire within about one window "
+                             f"(1000 ms) of the last request; TTLs in ms: {[client.pttl(n) for n in names]}. "
+                             "Without an expiry a client that stops calling leaves its log forever")
+
+    zero = prefix + "log:zero"
+    if _decision(solution(client, zero, 0, 1000, 0)) or client.exists(zero):
+        raise ExerciseFailed("with limit 0 a request was allowed or recorded: a limit of 0 denies every request")
+
+    limit, window_ms, now_ms = 4, 60_000, 1_000_000
+    race = prefix + "log:race"
+
+    def empty() -> None:
+        for name in client.scan_iter(match=race + "*"):
+            client.delete(name)
+
+    def half_full() -> None:
+        empty()
+        client.zadd(race, {"earlier-1": now_ms - 10, "earlier-2": now_ms - 5})
+
+    def fill_the_window(other) -> None:  # another app server admits requests until the window is full
+        room = limit - _in_window(other, race, now_ms, window_ms)
+        other.zadd(race, {f"other-{n}": now_ms for n in range(room)})
+
+    def judge(at: int, _allowed) -> None:
+        admitted = _in_window(client, race, now_ms, window_ms)
+        if admitted > limit:
+            raise ExerciseFailed(f"another app server filled the window (limit {limit}) right after your command "
+                                 f"{at} on the log, and your function still added a request: {admitted} in one "
+                                 "window. Counting and adding in separate commands lets every app server see "
+                                 "room; a lock inside your process cannot stop another app server")
+
+    def call(c):
+        return solution(c, race, limit, window_ms, now_ms)
+
+    _interleavings(client, half_full, call, race, fill_the_window, judge)
+
+    def unexpiring() -> str | None:
+        eternal = sorted(name for name in client.scan_iter(match=race + "*") if client.ttl(name) == -1)
+        return f"left {eternal} without a TTL" if eternal else None
+
+    every_crash(client, empty, call, unexpiring, "recording a request")

@@ -12,11 +12,18 @@ def session_id():
 
 
 def log_out_everywhere(client, prefix, user):
-    """SMEMBERS the index, DEL every listed session (DEL counts only those that existed), DEL the index."""
+    """SMEMBERS the index, then one round trip: DEL every listed session (DEL counts only those that
+    existed) and SREM exactly those ids. Not DEL of the index: an id another app server added after
+    the SMEMBERS (a login meanwhile) stays listed, so its session is never orphaned. A crash between
+    the two round trips changes nothing."""
     index = f"{prefix}user:{user}"
     ids = client.smembers(index)
-    deleted = client.delete(*(f"{prefix}session:{i}" for i in ids)) if ids else 0
-    client.delete(index)
+    if not ids:
+        return 0
+    with client.pipeline(transaction=True) as pipe:
+        pipe.delete(*(f"{prefix}session:{i}" for i in ids))
+        pipe.srem(index, *ids)
+        deleted, _ = pipe.execute()
     return deleted
 
 

@@ -172,8 +172,11 @@ def top(client, board: str, n: int = 10) -> list[tuple[str, float]]:
     """The `n` highest scores as (member, score), best first.
 
     Command: ZRANGE board 0 n-1 REV WITHSCORES, O(log N + n). Equal scores are ordered by member,
-    and REV reverses that too: among ties, "zoe" comes before "amy".
+    and REV reverses that too: among ties, "zoe" comes before "amy". n = 0 returns [] without a
+    command: its stop index would be -1, which ZRANGE reads as "to the end" (the whole board).
     """
+    if n <= 0:
+        return []
     return [(member, score) for member, score in client.zrange(board, 0, n - 1, desc=True, withscores=True)]
 
 

@@ -6,8 +6,10 @@ import time
 import ipywidgets as widgets
 import pandas as pd
 import pytest
+from redis.exceptions import WatchError
 
 from course_lib import data_types as dt
+from course_lib.connection import connect
 from course_lib.exercises import evaluate
 from course_lib.exercises import data_types as ex
 from course_lib.exercises.solutions import data_types as solutions
@@ -328,12 +330,20 @@ def test_unsolved_stubs_are_not_solved_yet(r, checker):
         ": not solved yet - hint: replace `raise NotImplementedError` with your code")
 
 
+def assert_fails_with(checker, r, wrong, hint):
+    outcome = evaluate(checker, r, wrong)
+    assert outcome.status == "failed" and hint in outcome.hint, str(outcome)
+
+
+def assert_passes(checker, r, answer):
+    outcome = evaluate(checker, r, answer)
+    assert outcome.passed, str(outcome)
+
+
+# exercise 1: top scores
+
 def top_ascending(client, board, n):
     return client.zrange(board, 0, n - 1, withscores=True)
-
-
-def top_ascending_reversed(client, board, n):
-    return client.zrange(board, 0, n - 1, withscores=True)[::-1]
 
 
 def top_right_players_worst_first(client, board, n):
@@ -352,18 +362,60 @@ def top_sorted_in_python_ignoring_ties(client, board, n):
     return sorted(client.zrange(board, 0, -1, withscores=True), key=lambda pair: -pair[1])[:n]
 
 
+def top_zero_means_everything(client, board, n):
+    """The classic: ZRANGE 0 n-1 with n = 0 asks for 0 .. -1, the whole board."""
+    return client.zrange(board, 0, n - 1, desc=True, withscores=True)
+
+
+def top_as_a_dict(client, board, n):
+    return dict(client.zrange(board, 0, n - 1, desc=True, withscores=True)) if n else {}
+
+
+def top_one_score_per_player(client, board, n):
+    players = client.zrange(board, 0, n - 1, desc=True) if n else []
+    return [(player, client.zscore(board, player)) for player in players]
+
+
+def top_assumes_a_full_board(client, board, n):
+    ranked = client.zrange(board, 0, -1, desc=True, withscores=True)
+    return [tuple(ranked[i]) for i in range(n)]
+
+
+def top_with_the_notebooks_r(client, board, n):
+    with connect() as notebook_r:
+        return solutions.top_scores(notebook_r, board, n)
+
+
 @pytest.mark.parametrize("wrong, hint", [
-    (top_ascending, "the top 3 should be"),
-    (top_ascending_reversed, "the top 3 should be"),
+    (top_ascending, "asked for the top 3 of 12 players: expected"),
     (top_right_players_worst_first, "highest score first"),
     (top_inclusive_stop, "stop index is inclusive"),
     (top_without_scores, "list of (player, score) pairs"),
     (top_sorted_in_python_ignoring_ties, "equal scores are out of order"),
+    (top_zero_means_everything, "asked for the top 0 of 12 players, got the whole board"),
+    (top_as_a_dict, "must return a list of (player, score) pairs, it returned dict"),
+    (top_one_score_per_player, "took 4 round trips"),
+    (top_assumes_a_full_board, "asked for the top 20 of 12 players, your function raised IndexError"),
+    (top_with_the_notebooks_r, "not the notebook's `r`"),
 ])
 def test_top_scores_checker_fails_wrong_answers(r, wrong, hint):
-    outcome = evaluate(ex.check_top_scores, r, wrong)
-    assert outcome.status == "failed" and hint in outcome.hint, str(outcome)
+    assert_fails_with(ex.check_top_scores, r, wrong, hint)
 
+
+def top_by_score_with_a_limit(client, board, n):
+    """Unusual but right: scores from +inf down, LIMIT 0 n (a count of 0 returns nothing), as tuples."""
+    return tuple(client.zrange(board, "+inf", "-inf", desc=True, byscore=True, offset=0, num=n, withscores=True))
+
+
+def test_top_scores_checker_passes_an_unusual_correct_answer(r):
+    assert_passes(ex.check_top_scores, r, top_by_score_with_a_limit)
+
+
+def test_top_returns_nothing_for_n_zero(r, board):
+    assert dt.top(r, board, 0) == []
+
+
+# exercise 2: capped log
 
 def log_untrimmed(client, log, entry, keep):
     client.lpush(log, entry)
@@ -384,18 +436,93 @@ def log_trimmed_before_push(client, log, entry, keep):
     client.lpush(log, entry)
 
 
+def log_push_then_trim(client, log, entry, keep):
+    client.lpush(log, entry)
+    client.ltrim(log, 0, keep - 1)
+
+
+LOCK = threading.Lock()
+
+
+def log_push_then_trim_under_a_lock(client, log, entry, keep):
+    with LOCK:  # one lock per process: another app server does not take it
+        client.lpush(log, entry)
+        client.ltrim(log, 0, keep - 1)
+
+
+def log_trim_first_to_make_room(client, log, entry, keep):
+    if keep > 1:
+        client.ltrim(log, 0, keep - 2)  # room for one more...
+    else:
+        client.delete(log)
+    client.lpush(log, entry)  # ...which a crash before this push leaves empty
+
+
+def log_pipeline_without_transaction(client, log, entry, keep):
+    with client.pipeline(transaction=False) as pipe:
+        pipe.lpush(log, entry)
+        pipe.ltrim(log, 0, keep - 1)
+        pipe.execute()
+
+
+def log_rewritten_from_python(client, log, entry, keep):
+    entries = [entry] + client.lrange(log, 0, -1)[:keep - 1]
+    with client.pipeline(transaction=True) as pipe:
+        pipe.delete(log)
+        pipe.rpush(log, *entries)
+        pipe.execute()
+
+
+def log_as_a_set_of_entries(client, log, entry, keep):
+    with client.pipeline(transaction=True) as pipe:
+        pipe.lrem(log, 0, entry)  # "no duplicates": but a log records every event
+        pipe.lpush(log, entry)
+        pipe.ltrim(log, 0, keep - 1)
+        pipe.execute()
+
+
+def log_with_the_notebooks_r(client, log, entry, keep):
+    with connect() as notebook_r:
+        solutions.capped_log(notebook_r, log, entry, keep)
+
+
 @pytest.mark.parametrize("wrong, hint", [
     (log_untrimmed, "never holds more than `keep`"),
-    (log_inclusive_trim, "to 0 .. keep - 1"),
+    (log_inclusive_trim, "one too many"),
     (log_oldest_first, "newest first"),
-    (log_trimmed_before_push, "trim after pushing"),
+    (log_trimmed_before_push, "runs before the push"),
+    (log_push_then_trim, "died right after round trip 1 of 2 (LPUSH) and left the log with 6 entries (keep=5)"),
+    (log_push_then_trim_under_a_lock, "died right after round trip 1 of 2 (LPUSH) and left the log with 6 entries"),
+    (log_trim_first_to_make_room, "died right after round trip 1 of 2 (LTRIM) and left the log with 4 entries"),
+    (log_pipeline_without_transaction, "one pipeline without MULTI/EXEC"),
+    (log_rewritten_from_python, "an entry pushed meanwhile was lost"),
+    (log_as_a_set_of_entries, "the log should hold ['logout', 'view', 'buy', 'view', 'view']"),
+    (log_with_the_notebooks_r, "not the notebook's `r`"),
 ])
 def test_capped_log_checker_fails_wrong_answers(r, wrong, hint):
-    outcome = evaluate(ex.check_capped_log, r, wrong)
-    assert outcome.status == "failed" and hint in outcome.hint, str(outcome)
+    assert_fails_with(ex.check_capped_log, r, wrong, hint)
 
+
+CAPPED_LOG_LUA = """
+redis.call('LPUSH', KEYS[1], ARGV[1])
+redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
+"""
+
+
+def log_by_lua(client, log, entry, keep):
+    """Unusual but right: one script, which no other client can interrupt."""
+    client.eval(CAPPED_LOG_LUA, 1, log, entry, keep)
+
+
+def test_capped_log_checker_passes_an_unusual_correct_answer(r):
+    assert_passes(ex.check_capped_log, r, log_by_lua)
+
+
+# exercise 3: shopping cart
 
 def cart_overwrites(client, cart, item, quantity):
+    if quantity < 1:
+        raise ValueError("quantity")
     client.hset(cart, item, quantity)
     return quantity
 
@@ -404,7 +531,14 @@ def cart_returns_nothing(client, cart, item, quantity):
     client.hincrby(cart, item, quantity)
 
 
+def cart_returns_text(client, cart, item, quantity):
+    client.hincrby(cart, item, quantity)
+    return client.hget(cart, item)
+
+
 def cart_replaces_the_hash(client, cart, item, quantity):
+    if quantity < 1:
+        raise ValueError("quantity")
     total = int(client.hget(cart, item) or 0) + quantity
     client.delete(cart)
     client.hset(cart, item, total)
@@ -412,17 +546,80 @@ def cart_replaces_the_hash(client, cart, item, quantity):
 
 
 def cart_read_then_write(client, cart, item, quantity):
+    if quantity < 1:
+        raise ValueError("quantity")
     total = int(client.hget(cart, item) or 0) + quantity
     client.hset(cart, item, total)
     return total
 
 
+def cart_read_then_write_under_a_lock(client, cart, item, quantity):
+    if quantity < 1:
+        raise ValueError("quantity")
+    with LOCK:  # passes a race between threads; not one between app servers
+        total = int(client.hget(cart, item) or 0) + quantity
+        client.hset(cart, item, total)
+    return total
+
+
+def cart_watch_that_gives_up(client, cart, item, quantity):
+    if quantity < 1:
+        raise ValueError("quantity")
+    with client.pipeline() as pipe:
+        pipe.watch(cart)
+        total = int(pipe.hget(cart, item) or 0) + quantity
+        pipe.multi()
+        pipe.hset(cart, item, total)
+        try:
+            pipe.execute()
+        except WatchError:
+            pass  # gives up: the add is silently dropped
+    return total
+
+
+def cart_accepts_any_quantity(client, cart, item, quantity):
+    return client.hincrby(cart, item, quantity)
+
+
+def cart_checks_after_writing(client, cart, item, quantity):
+    total = client.hincrby(cart, item, quantity)
+    if quantity < 1:
+        raise ValueError("quantity")
+    return total
+
+
 @pytest.mark.parametrize("wrong, hint", [
     (cart_overwrites, "do not overwrite it"),
-    (cart_returns_nothing, "return the new quantity"),
+    (cart_returns_nothing, "returned None"),
+    (cart_returns_text, "must return the item's new quantity as an int, it returned str"),
     (cart_replaces_the_hash, "other items must stay"),
-    (cart_read_then_write, "reading then writing loses updates"),
+    (cart_read_then_write, "expected 17, the cart holds 7"),
+    (cart_read_then_write_under_a_lock, "expected 17, the cart holds 7"),
+    (cart_watch_that_gives_up, "your own add of 3 was dropped"),
+    (cart_accepts_any_quantity, "adding 0 apples was accepted"),
+    (cart_checks_after_writing, "raised ValueError but changed the cart"),
 ])
 def test_add_to_cart_checker_fails_wrong_answers(r, wrong, hint):
-    outcome = evaluate(ex.check_add_to_cart, r, wrong)
-    assert outcome.status == "failed" and hint in outcome.hint, str(outcome)
+    assert_fails_with(ex.check_add_to_cart, r, wrong, hint)
+
+
+def cart_watch_with_bounded_retries(client, cart, item, quantity):
+    """Unusual but right: optimistic locking that retries when the item changed under it."""
+    if quantity < 1:
+        raise ValueError("quantity must be at least 1")
+    with client.pipeline() as pipe:
+        for _ in range(10):
+            try:
+                pipe.watch(cart)
+                total = int(pipe.hget(cart, item) or 0) + quantity
+                pipe.multi()
+                pipe.hset(cart, item, total)
+                pipe.execute()
+                return total
+            except WatchError:
+                continue
+    raise RuntimeError("the cart kept changing")
+
+
+def test_add_to_cart_checker_passes_an_unusual_correct_answer(r):
+    assert_passes(ex.check_add_to_cart, r, cart_watch_with_bounded_retries)

@@ -1,106 +1,261 @@
 """Checkers for chapter 01's exercises (see `course_lib.exercises` for the pattern).
 
-Keys written, all under `course:data_types:exercise:`: `board` (sorted set), `log` (list),
-`cart` (hash). `evaluate` deletes them before and after each check.
+Each checker hands the learner's function an `adversary.Adversary` client: another app server
+acts right after each of the learner's commands on the exercise's key in turn (a lock inside the
+learner's process cannot stop it), the learner's app server crashes after each of its round trips
+in turn (`every_crash`), and round trips are counted where the contract bounds them.
+
+Keys written, all under `course:data_types:exercise:`: `board` and `empty` (sorted sets), `log`
+(list), `cart` (hash). `evaluate` deletes them before and after each check.
 """
 
 from __future__ import annotations
 
-from course_lib.concurrency import StillRunning, run_together
-from course_lib.exercises import ExerciseFailed, exercise_prefix
+from typing import Callable
+
+from course_lib.exercises import ExerciseFailed, exercise_prefix, returned
+from course_lib.exercises.adversary import Adversary, every_crash
 
 PLAYERS = {"ada": 120, "bob": 300, "cy": 90, "dee": 300, "eve": 250, "fay": 40, "gus": 180,
            "hal": 10, "ivy": 205, "jon": 60, "kim": 75, "lou": 150}
 
 
+def _interleavings(client, setup: Callable[[], None], call: Callable, key: str,
+                   other: Callable, judge: Callable[[int, object, object], None]) -> None:
+    """Run `call(client)` once per learner command naming `key`, with `other` acting right after that command.
+
+    `setup()` resets the data before each run; `judge(at, returned, other_result)` raises if the
+    outcome is wrong. A first run only counts the learner's commands that name `key`.
+    """
+    setup()
+    with Adversary(client) as counting:
+        counted = counting.after(key, lambda _other: None, at=10**9)
+        call(counting.client)
+        counting.require_used()
+    for at in range(1, counted.touches + 1):
+        setup()
+        with Adversary(client) as adversary:
+            interference = adversary.after(key, other, at=at)
+            judge(at, call(adversary.client), interference.result)
+
+
+# -- exercise 1: top scores ----------------------------------------------------------------------
+
 def _pairs(result) -> list[tuple[str, float]]:
-    try:
-        return [(str(member), float(score)) for member, score in result]
-    except (TypeError, ValueError):
-        raise ExerciseFailed(f"return a list of (player, score) pairs, got {result!r:.80}") from None
+    pairs = []
+    for pair in returned(result, (list, tuple), "a list of (player, score) pairs"):
+        if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and isinstance(pair[0], str)
+                and isinstance(pair[1], (int, float))):
+            raise ExerciseFailed(f"return a list of (player, score) pairs with numeric scores, got {result!r:.80} "
+                                 "(ask for the scores too, WITHSCORES)")
+        pairs.append((pair[0], float(pair[1])))
+    return pairs
+
+
+def _expected_top(n: int) -> list[tuple[str, float]]:
+    # Redis orders equal scores by name, and REV reverses both: score, then name, descending
+    ranked = sorted(PLAYERS.items(), key=lambda pair: (pair[1], pair[0]), reverse=True)
+    return [(member, float(score)) for member, score in ranked[:n]]
 
 
 def check_top_scores(client, solution) -> None:
     """Top scores
 
-    `solution(client, board, n)` returns the n best (player, score) pairs, highest score first.
+    `solution(client, board, n)` returns the n best (player, score) pairs of the sorted set
+    `board`, highest score first, as a list. The properties checked:
+
+    - ordered by Redis: highest score first, and equal scores in the order `ZRANGE ... REV` gives
+      them (names descending), so the server picks and orders them in O(log N + n);
+    - one round trip: a single command reads them (no per-player ZSCORE, no second query);
+    - edges: n = 0 gives [] (ZRANGE's stop index n - 1 = -1 means "to the end"), n larger than
+      the board gives the whole board, and a board that does not exist gives [];
+    - a list of (player, score) pairs, the score a number.
     """
-    board = exercise_prefix(check_top_scores) + "board"
+    prefix = exercise_prefix(check_top_scores)
+    board, empty = prefix + "board", prefix + "empty"
     client.zadd(board, PLAYERS)
-    for n in (3, 5, 20):
-        expected = [(member, float(score)) for member, score in client.zrange(board, 0, n - 1, desc=True, withscores=True)]
-        got = _pairs(solution(client, board, n))
+    for name, n, size in ((board, 3, len(PLAYERS)), (board, 5, len(PLAYERS)), (board, 20, len(PLAYERS)),
+                          (board, 0, len(PLAYERS)), (empty, 3, 0)):
+        where = f"asked for the top {n} of {size} players" if size else f"asked for the top {n} of a board that does not exist"
+        with Adversary(client) as adversary:
+            try:
+                answer = solution(adversary.client, name, n)
+            except NotImplementedError:
+                raise
+            except Exception as error:  # the learner's bug, told with the case that caused it
+                raise ExerciseFailed(f"{where}, your function raised {type(error).__name__}: {error}") from None
+            got = _pairs(answer)
+            if n and size:
+                adversary.require_used()
+            round_trips = adversary.round_trips
+        expected = _expected_top(n) if size else []
         if got == expected:
+            if round_trips > 1:
+                raise ExerciseFailed(f"{where}: the answer is right but took {round_trips} round trips; one command "
+                                     "can return the players with their scores, already ordered")
             continue
+        if n == 0 and len(got) == size:
+            raise ExerciseFailed(f"{where}, got the whole board: a stop index of n - 1 = -1 means 'to the end' "
+                                 "for ZRANGE, so n = 0 needs care")
+        if not size:
+            raise ExerciseFailed(f"{where}, got {got!r:.80}: a missing key reads as an empty sorted set")
         if sorted(got) == sorted(expected) and [s for _, s in got] == [s for _, s in expected]:
             raise ExerciseFailed("players with equal scores are out of order: Redis orders ties by name and REV "
-                                 "reverses that too, so let ZRANGE ... REV do all the ordering")
+                                 "reverses that too, so let the server do all the ordering")
         if sorted(got) == sorted(expected):
-            raise ExerciseFailed("highest score first: ask ZRANGE for the reverse order (REV, `desc=True`)")
-        if len(got) == len(expected) + 1 and n < len(PLAYERS):
-            raise ExerciseFailed(f"asked for {n}, got {len(got)}: ZRANGE's stop index is inclusive, so stop at n - 1")
+            raise ExerciseFailed(f"{where}: highest score first, got them in another order (ask ZRANGE for the "
+                                 "reverse order)")
+        if len(got) == len(expected) + 1 and n < size:
+            raise ExerciseFailed(f"{where}, got {len(got)}: ZRANGE's stop index is inclusive")
         if len(got) != len(expected):
-            raise ExerciseFailed(f"asked for the top {n} of {len(PLAYERS)} players, got {len(got)} entries")
-        raise ExerciseFailed(f"the top {n} should be {expected}, got {got}: let Redis pick and order them "
-                             "(ZRANGE ... REV WITHSCORES; among equal scores REV puts names in reverse order)")
+            raise ExerciseFailed(f"{where}, got {len(got)} entries, expected {len(expected)}")
+        raise ExerciseFailed(f"{where}: expected {expected}, got {got}: let Redis pick and order them "
+                             "(among equal scores REV puts names in reverse order)")
 
+
+# -- exercise 2: capped log ----------------------------------------------------------------------
 
 def check_capped_log(client, solution) -> None:
     """Capped activity log
 
-    `solution(client, log, entry, keep)` adds `entry` as the newest and keeps only the newest `keep`.
+    `solution(client, log, entry, keep)` adds `entry` to the list `log` as its newest element
+    (index 0) and keeps only the `keep` newest, newest first. The properties checked:
+
+    - capped and ordered: after any number of calls the list holds the `keep` newest entries,
+      newest first, equal entries included (a log is not a set); keep = 1 works too;
+    - one atomic step, crash-safe: whichever round trip the learner's app server dies after, the
+      log is as it was before the call or as it is after it, never longer than `keep` (which is
+      also what a reader between a separate push and trim would see). A pipeline without
+      MULTI/EXEC sends both commands at once but is not atomic: the server may run other
+      clients' commands between them;
+    - nothing lost to another app server: one that pushes its own entry right after any of the
+      learner's commands on the log keeps it (its entry and the learner's are the two newest).
     """
     log = exercise_prefix(check_capped_log) + "log"
     keep = 5
-    pushes = 12
-    lengths = []
-    for i in range(pushes):
-        solution(client, log, f"event-{i}", keep)
-        lengths.append(client.llen(log))
+    entries = ["login", "view", "search", "view", "buy", "logout", "login", "view", "view", "buy", "view", "logout"]
+    with Adversary(client) as adversary:
+        lengths = []
+        for entry in entries:
+            solution(adversary.client, log, entry, keep)
+            lengths.append(client.llen(log))
+        adversary.require_used()
+        batches = adversary.batches
     if max(lengths) > keep:
-        hint = ("trim after pushing, to 0 .. keep - 1 (LTRIM's stop index is inclusive)" if max(lengths) == keep + 1
-                else "trim the list after every push (LTRIM) so it never holds more than `keep`")
-        raise ExerciseFailed(f"with keep={keep} the log grew to {max(lengths)} entries: {hint}")
-    entries = client.lrange(log, 0, -1)
-    expected = [f"event-{i}" for i in range(pushes - 1, pushes - 1 - keep, -1)]
-    if entries == expected:
-        return
-    if entries == expected[::-1]:
-        raise ExerciseFailed("newest first: push to the left (LPUSH) and read from index 0")
-    raise ExerciseFailed(f"the log should hold the {keep} newest entries, newest first {expected}, got {entries}")
+        hint = ("one too many: the trim keeps one extra (LTRIM's stop index is inclusive) or runs before the push"
+                if max(lengths) == keep + 1 else "trim the list on every call so it never holds more than `keep`")
+        raise ExerciseFailed(f"with keep={keep}, {len(entries)} calls grew the log to {max(lengths)} entries: {hint}")
+    expected = entries[::-1][:keep]
+    stored = client.lrange(log, 0, -1)
+    if stored != expected:
+        if stored == expected[::-1]:
+            raise ExerciseFailed("newest first: the entry added last must be at index 0")
+        raise ExerciseFailed(f"after {len(entries)} calls with keep={keep} the log should hold {expected}, got {stored}")
+    for batch in batches:
+        if {"LPUSH", "RPUSH", "LPUSHX", "RPUSHX"} & set(batch) and "LTRIM" in batch and "MULTI" not in batch:
+            raise ExerciseFailed("your push and trim travel in one pipeline without MULTI/EXEC: one round trip, "
+                                 "but not atomic, other clients' commands may run between them")
 
+    client.delete(log)
+    solution(client, log, "only", 1)
+    solution(client, log, "newest", 1)
+    if client.lrange(log, 0, -1) != ["newest"]:
+        raise ExerciseFailed(f"with keep=1 the log should hold only the newest entry, got {client.lrange(log, 0, -1)}")
+
+    full = [f"old-{i}" for i in range(keep)]  # a full log, old-0 the newest
+    after_call = ["mine"] + full[:keep - 1]
+
+    def fill() -> None:
+        client.delete(log)
+        client.rpush(log, *full)
+
+    def half_done() -> str | None:
+        stored = client.lrange(log, 0, -1)
+        if stored in (full, after_call):
+            return None
+        return f"left the log with {len(stored)} entries (keep={keep}), {stored}, neither as before the call nor as after it"
+
+    every_crash(client, fill, lambda c: solution(c, log, "mine", keep), half_done, "adding to a full log")
+
+    def their_entry(other) -> None:
+        with other.pipeline(transaction=True) as pipe:  # the other app server adds its own entry, atomically
+            pipe.lpush(log, "theirs")
+            pipe.ltrim(log, 0, keep - 1)
+            pipe.execute()
+
+    def judge(at: int, _returned, _other) -> None:
+        stored = client.lrange(log, 0, -1)
+        if len(stored) > keep:
+            raise ExerciseFailed(f"another app server added its entry right after your command number {at} on the "
+                                 f"log, which then held {len(stored)} entries (keep={keep}): an order of commands "
+                                 "that is right alone can be wrong when other commands run between them")
+        if sorted(stored[:2]) != ["mine", "theirs"] or stored[2:] != full[:keep - 2]:
+            raise ExerciseFailed(f"another app server added its entry right after your command number {at} on the "
+                                 f"log; the log should hold both new entries then the older ones, got {stored}: an "
+                                 "entry pushed meanwhile was lost")
+
+    _interleavings(client, fill, lambda c: solution(c, log, "mine", keep), log, their_entry, judge)
+
+
+# -- exercise 3: shopping cart -------------------------------------------------------------------
 
 def check_add_to_cart(client, solution) -> None:
     """Shopping cart
 
-    `solution(client, cart, item, quantity)` adds `quantity` of `item` to the cart hash, returns the new quantity.
+    `solution(client, cart, item, quantity)` adds `quantity` of `item` to the cart hash (item ->
+    quantity) and returns the item's new quantity as an int. The properties checked:
+
+    - adds to what is there, leaving other items as they were;
+    - atomic across app servers: another app server adding the same item right after any of the
+      learner's commands on the cart loses nothing (a read, then a write of the sum, would
+      overwrite its add; a lock in one process cannot stop another process);
+    - validated: a quantity below 1 raises ValueError and changes nothing (removing items is
+      another operation, and a cart must never hold 0 or fewer of an item);
+    - returns an int.
     """
     cart = exercise_prefix(check_add_to_cart) + "cart"
     client.hset(cart, "pear", 1)
-    steps = [("apple", 2, 2), ("apple", 3, 5), ("plum", 1, 1)]
-    for item, quantity, total in steps:
-        returned = solution(client, cart, item, quantity)
-        stored = client.hget(cart, item)
-        if stored != str(total):
-            raise ExerciseFailed(f"adding {quantity} {item} should make {total}, the cart holds {stored}: "
-                                 "add to what is there (HINCRBY), do not overwrite it")
-        if returned is None or int(returned) != total:
-            raise ExerciseFailed(f"return the new quantity ({total} after adding {quantity} {item}), got {returned!r}")
+    with Adversary(client) as adversary:
+        for item, quantity, total in (("apple", 2, 2), ("apple", 3, 5), ("plum", 1, 1)):
+            got = returned(solution(adversary.client, cart, item, quantity), int, "the item's new quantity as an int")
+            stored = client.hget(cart, item)
+            if stored != str(total):
+                raise ExerciseFailed(f"adding {quantity} of {item!r} should make {total}, the cart holds {stored}: "
+                                     "add to what is there, do not overwrite it")
+            if got != total:
+                raise ExerciseFailed(f"return the new quantity ({total} after adding {quantity} of {item!r}), got {got!r}")
+        adversary.require_used()
     if client.hgetall(cart) != {"pear": "1", "apple": "5", "plum": "1"}:
         raise ExerciseFailed(f"other items must stay as they were, the cart is now {client.hgetall(cart)}")
 
-    threads, adds = 4, 100
+    for quantity in (0, -2):
+        try:
+            solution(client, cart, "apple", quantity)
+        except ValueError:
+            pass
+        else:
+            raise ExerciseFailed(f"adding {quantity} apples was accepted: a quantity below 1 must raise ValueError")
+        if client.hget(cart, "apple") != "5":
+            raise ExerciseFailed(f"adding {quantity} apples raised ValueError but changed the cart: check first, "
+                                 "then write")
 
-    def shopper(_slot: int) -> None:
-        for _ in range(adds):
-            solution(client, cart, "fig", 1)
+    def fresh() -> None:
+        client.delete(cart)
+        client.hset(cart, mapping={"pear": 1, "fig": 4})
 
-    try:
-        run_together(shopper, threads, timeout=60, what="add_to_cart shoppers")
-    except StillRunning:
-        raise ExerciseFailed(f"{threads * adds} calls from {threads} threads took over a minute: "
-                             "does your function block?") from None
-    figs = int(client.hget(cart, "fig") or 0)
-    if figs != threads * adds:
-        raise ExerciseFailed(f"{threads} shoppers adding {adds} figs each left {figs}, not {threads * adds}: "
-                             "reading then writing loses updates; HINCRBY adds atomically")
+    def judge(at: int, got, _other) -> None:
+        figs = int(client.hget(cart, "fig") or 0)
+        if figs == 4 + 10:
+            raise ExerciseFailed(f"another app server added 10 figs right after your command number {at} on the "
+                                 "cart, and your own add of 3 was dropped (the cart holds 14): when your write is "
+                                 "refused because the cart changed, try again instead of giving up")
+        if figs != 4 + 3 + 10:
+            raise ExerciseFailed(f"another app server added 10 figs right after your command number {at} on the "
+                                 f"cart, and you added 3 to the 4 there: expected 17, the cart holds {figs}. Reading "
+                                 "the quantity and then writing the sum loses an add made in between")
+        if returned(got, int, "the item's new quantity as an int") not in (7, 17):
+            raise ExerciseFailed(f"you added 3 figs to 4 while another app server added 10, and returned {got}: "
+                                 "return the quantity your own add made (7 if theirs came later, 17 if earlier)")
+
+    _interleavings(client, fresh, lambda c: solution(c, cart, "fig", 3), cart, lambda other: other.hincrby(cart, "fig", 10),
+                   judge)

@@ -1,9 +1,11 @@
 """Redis Cluster from the client's side: hash slots, hash tags, who owns a key, redirections, failover.
 
 A cluster splits the keyspace into 16384 hash slots; each primary owns some slot ranges and each
-replica copies one primary. A key's slot is CRC16(key) mod 16384, where only the part inside the
-first non-empty `{...}` counts when there is one (a *hash tag*), so keys sharing a tag share a slot
-and can be used together in one multi-key command, transaction or Lua script.
+replica copies one primary. A key's slot is CRC16(key) mod 16384, except when the key has a *hash
+tag*: if the key's first `{` is followed, later on, by a `}`, and something lies between the two,
+only that text is hashed. Nothing between them (`{}x{y}`) means the whole key is hashed: the server
+never looks further for another tag. Keys sharing a tag share a slot, and can be used together in
+one multi-key command, transaction or Lua script.
 
 The helpers here compute slots the way the server does (`key_slot`), read which primary owns them
 (`shards`, `shard_of`), and deal with the moments a cluster changes under a client: confirming a
@@ -40,24 +42,32 @@ def crc16(data: bytes) -> int:
     return crc
 
 
-def hashed_part(key: str) -> str:
-    """The part of `key` that decides its slot: the text inside the first `{...}` if that is
-    non-empty, else the whole key.
+def hashed_part(key: str | bytes) -> str | bytes:
+    """The part of `key` that decides its slot: its hash tag if it has one, else the whole key.
 
-    Only the FIRST `{` and the first `}` after it count: `a{b}{c}` hashes `b`, `{}x{y}` hashes
-    the whole key (the first tag is empty), `a{b` has no tag at all.
+    The tag is the text between the key's FIRST `{` and the first `}` after that `{`, when that
+    text is not empty. Nothing else is searched: `a{b}{c}` hashes `b`, `{{a}}` hashes `{a`,
+    `}{x}` hashes `x`, `a{b` has no tag, and `{}x{y}` hashes the whole key (its first `{` is
+    followed directly by `}`, and the later `{y}` is never looked at).
     """
-    start = key.find("{")
+    opening, closing = (b"{", b"}") if isinstance(key, bytes) else ("{", "}")
+    start = key.find(opening)
     if start != -1:
-        end = key.find("}", start + 1)
+        end = key.find(closing, start + 1)
         if end > start + 1:
             return key[start + 1:end]
     return key
 
 
-def key_slot(key: str) -> int:
-    """The hash slot of `key`, computed here exactly as CLUSTER KEYSLOT computes it on the server."""
-    return crc16(hashed_part(key).encode()) % SLOTS
+def key_slot(key: str | bytes) -> int:
+    """The hash slot of `key`, computed here exactly as CLUSTER KEYSLOT computes it on the server.
+
+    A `str` key is hashed as its UTF-8 bytes (what redis-py sends); `{` and `}` are single ASCII
+    bytes that no multi-byte UTF-8 character contains, so finding the tag in the text or in the
+    bytes gives the same slot.
+    """
+    part = hashed_part(key)
+    return crc16(part if isinstance(part, bytes) else part.encode()) % SLOTS
 
 
 @dataclass(frozen=True)
@@ -75,17 +85,29 @@ class Shard:
 def shards(node: redis.Redis) -> list[Shard]:
     """The cluster's shards as one node sees them, ordered by their lowest slot (shard 0 owns slot 0).
 
-    Command: CLUSTER SLOTS, sent to the single node `node` (a plain `redis.Redis`, e.g.
-    `RedisCluster.get_default_node().redis_connection`). The order gives every shard a stable index
-    to print, where ports would change from run to run.
+    Command: CLUSTER SHARDS (Redis >= 7.0, Valkey), sent to the single node `node` (a plain
+    `redis.Redis`, e.g. `RedisCluster.get_default_node().redis_connection`); it replaces CLUSTER
+    SLOTS, deprecated since 7.0. Only shards serving slots are listed, each with its primary and
+    the replicas it reports healthy (`online`). The order gives every shard a stable index to
+    print, where ports would change from run to run.
     """
-    grouped: dict[str, tuple[list[tuple[int, int]], tuple[str, ...]]] = {}
-    for first, last, primary, *replicas in node.execute_command("CLUSTER SLOTS"):
-        name = f"{primary[0]}:{primary[1]}"
-        ranges, _ = grouped.setdefault(name, ([], tuple(f"{r[0]}:{r[1]}" for r in replicas)))
-        ranges.append((int(first), int(last)))
-    found = [Shard(tuple(sorted(ranges)), name, replicas) for name, (ranges, replicas) in grouped.items()]
+    found = []
+    for entry in node.execute_command("CLUSTER SHARDS"):
+        entry = _fields(entry)
+        bounds = [int(slot) for slot in entry["slots"]]  # flat: first, last, first, last...
+        if not bounds:
+            continue  # a primary that lost every slot (to a promoted replica) still shows up here
+        members = [_fields(member) for member in entry["nodes"]]
+        address = [f"{m['ip']}:{m['port']}" for m in members if m["role"] == "master"]
+        replicas = tuple(f"{m['ip']}:{m['port']}" for m in members
+                         if m["role"] == "replica" and m["health"] == "online")
+        found.append(Shard(tuple(sorted(zip(bounds[::2], bounds[1::2]))), address[0], replicas))
     return sorted(found, key=lambda shard: shard.ranges[0][0])
+
+
+def _fields(reply) -> dict:
+    """A CLUSTER SHARDS map as a dict: RESP3 sends a map, RESP2 a flat list of names and values."""
+    return reply if isinstance(reply, dict) else dict(zip(reply[::2], reply[1::2]))
 
 
 def shard_of(cluster_shards: list[Shard], key: str) -> int:

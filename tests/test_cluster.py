@@ -1,5 +1,8 @@
 """Chapter 09: hash slots, hash tags, redirections and a failover, against real clusters."""
 
+import binascii
+import re
+
 import pytest
 import redis
 from redis.exceptions import ClusterCrossSlotError, MovedError
@@ -23,15 +26,21 @@ def test_crc16_is_xmodem():
 
 @pytest.mark.parametrize("name, hashed", [
     ("user:42", "user:42"), ("user:{42}:cart", "42"), ("a{b}{c}", "b"), ("{}x{y}", "{}x{y}"),
-    ("a{b", "a{b"), ("}{x}", "x"), ("{{a}}", "{a"), ("x{}", "x{}"),
+    ("a{b", "a{b"), ("}{x}", "x"), ("{{a}}", "{a"), ("x{}", "x{}"), (b"a{b}{c}", b"b"), (b"{}x{y}", b"{}x{y}"),
 ])
-def test_hashed_part_follows_the_first_non_empty_tag(name, hashed):
+def test_hashed_part_is_between_the_first_brace_and_the_next_closing_one(name, hashed):
     assert cluster.hashed_part(name) == hashed
 
 
 def test_key_slot_matches_cluster_keyslot_for_many_keys(rc):
     names = [f"key:{i}" for i in range(300)] + [f"{{tag:{i % 7}}}:{i}" for i in range(100)] + checkers.TRICKY_KEYS
     assert [cluster.key_slot(name) for name in names] == [rc.cluster_keyslot(name) for name in names]
+
+
+def test_key_slot_of_bytes_that_are_not_utf8(rc):
+    with _node_client(rc.get_default_node()) as node:
+        for name in (b"\xff{\xfe}x", b"\xff\xfe", b"{}\xff{y}"):
+            assert cluster.key_slot(name) == node.execute_command("CLUSTER KEYSLOT", name)
 
 
 def test_shards_cover_every_slot_and_match_the_client_routing(rc):
@@ -113,39 +122,111 @@ def test_exercise_checkers_pass_the_references(rc):
     assert evaluate(checkers.check_key_slot, rc, reference.slot_of).passed
 
 
+def _names(prefix, user, build):
+    return tuple(build(part) for part in ("cart", "orders", "profile"))
+
+
 @pytest.mark.parametrize("wrong, hint", [
-    (lambda prefix, user: tuple(f"{prefix}{part}:{user}" for part in ("cart", "orders", "profile")), "common hash tag"),
-    (lambda prefix, user: tuple(f"{prefix}{{cart}}:{user}:{part}" for part in ("c", "o", "p")), "hot slot"),
-    (lambda prefix, user: tuple(f"{prefix}{{}}:{user}:{part}" for part in ("c", "o", "p")), "common hash tag"),
-    (lambda prefix, user: (f"{prefix}{{u}}:c", f"{prefix}{{u}}:o", f"{prefix}{{u}}:p"), "same key name"),
+    # no tag: each key hashed whole
+    (lambda prefix, user: _names(prefix, user, lambda part: f"{prefix}user:{user}:{part}"), "no hash tag"),
+    # tagged by the type of data, not by the user
+    (lambda prefix, user: _names(prefix, user, lambda part: f"{prefix}{{{part}}}:{user}"), "hash tags differ"),
+    # an empty tag first: the whole key is hashed
+    (lambda prefix, user: _names(prefix, user, lambda part: f"{prefix}{{}}{{user:{user}}}:{part}"), "empty tag"),
+    # one tag for every user: a hot slot
+    (lambda prefix, user: _names(prefix, user, lambda part: f"{prefix}{{users}}:{user}:{part}"), "hot slot"),
+    # users bucketed into 8 tags: still a handful of hot slots
+    (lambda prefix, user: _names(prefix, user, lambda part: f"{prefix}{{bucket:{user % 8}}}:{user}:{part}"),
+     "hot slot"),
+    # two users' names collide (user 1 and user 11)
+    (lambda prefix, user: _names(prefix, user, lambda part: f"{prefix}{{u{str(user)[-1]}}}:{part}"),
+     "same key name"),
+    (lambda prefix, user: _names(prefix, user, lambda part: f"{{user:{user}}}:{part}"), "prefix"),
+    (lambda prefix, user: f"{prefix}{{user:{user}}}:cart", "must return a tuple"),
+    (lambda prefix, user: None, "returned None"),
+    (lambda prefix, user: (f"{prefix}{{user:{user}}}:cart", f"{prefix}{{user:{user}}}:orders"), "three key names"),
+    (lambda prefix, user: (f"{prefix}{{user:{user}}}",) * 3, "three different"),
+    (lambda prefix, user: _names(prefix, user, lambda part: f"{prefix}{{user:{user}}}:{part}".encode()), "must be str"),
 ])
 def test_transaction_keys_checker_fails_wrong_answers(rc, wrong, hint):
     outcome = evaluate(checkers.check_transaction_keys, rc, wrong)
-    assert outcome.status == "failed" and hint in outcome.hint
+    assert outcome.status == "failed" and hint in outcome.hint, outcome.hint
+
+
+def test_transaction_keys_checker_passes_an_unusual_answer(rc):
+    """The tag last, holding the bare id, returned as a list: still one slot per user, users spread out."""
+    def tag_at_the_end(prefix, user):
+        return [f"{prefix}{part}:{{{user}}}" for part in ("cart", "orders", "profile")]
+
+    assert evaluate(checkers.check_transaction_keys, rc, tag_at_the_end).passed
+
+
+def _slot(text):
+    return cluster.crc16(text.encode()) % cluster.SLOTS
 
 
 def _last_tag(name):
     start, end = name.rfind("{"), name.rfind("}")
-    hashed = name[start + 1:end] if -1 < start < end - 1 else name
-    return cluster.crc16(hashed.encode()) % cluster.SLOTS
+    return _slot(name[start + 1:end] if -1 < start < end - 1 else name)
 
 
 def _empty_tag_hashes_nothing(name):
     start = name.find("{")
     end = name.find("}", start + 1)
-    hashed = name[start + 1:end] if start != -1 and end != -1 else name
-    return cluster.crc16(hashed.encode()) % cluster.SLOTS
+    return _slot(name[start + 1:end] if start != -1 and end != -1 else name)
+
+
+def _first_non_empty_tag(name):
+    """What the course once said: 'the first non-empty {...}'."""
+    found = re.search(r"\{([^}]+)\}", name)
+    return _slot(found.group(1) if found else name)
+
+
+def _innermost_pair(name):
+    found = re.search(r"\{([^{}]+)\}", name)
+    return _slot(found.group(1) if found else name)
+
+
+def _latin1(name):
+    start = name.find("{")
+    end = name.find("}", start + 1) if start != -1 else -1
+    hashed = name[start + 1:end] if start != -1 and end > start + 1 else name
+    return cluster.crc16(hashed.encode("latin-1", errors="replace")) % cluster.SLOTS
 
 
 @pytest.mark.parametrize("wrong, hint", [
-    (lambda name: cluster.crc16(name.encode()) % cluster.SLOTS, "whole key"),
+    (lambda name: _slot(name), "hashed the whole key"),
     (_last_tag, "FIRST"),
-    (_empty_tag_hashes_nothing, "empty tag"),
+    (_empty_tag_hashes_nothing, "hash nothing"),
+    (_first_non_empty_tag, "does not go on looking"),
+    (_innermost_pair, "does not go on looking"),
+    (_latin1, "UTF-8"),
     (lambda name: cluster.crc16(name.encode()), "0 to 16383"),
+    (lambda name: str(reference.slot_of(name)), "must return the slot"),
+    (lambda name: None, "returned None"),
 ])
 def test_key_slot_checker_fails_wrong_answers(rc, wrong, hint):
     outcome = evaluate(checkers.check_key_slot, rc, wrong)
-    assert outcome.status == "failed" and hint in outcome.hint
+    assert outcome.status == "failed" and hint in outcome.hint, outcome.hint
+
+
+def test_key_slot_checker_fails_borrowed_answers(rc):
+    """Asking the server, or reusing redis-py's or the course's slot code, bypasses the exercise."""
+    from redis.crc import key_slot as redis_py_key_slot
+
+    for borrowed, hint in [(rc.cluster_keyslot, "redis-py"), (lambda name: redis_py_key_slot(name.encode()), "redis-py"),
+                           (cluster.key_slot, "the course's key_slot")]:
+        outcome = evaluate(checkers.check_key_slot, rc, borrowed)
+        assert outcome.status == "failed" and hint in outcome.hint, outcome.hint
+
+
+def test_key_slot_checker_passes_an_unusual_answer(rc):
+    """A regex for the tag and the standard library's CRC-CCITT (XMODEM), on the key's bytes."""
+    def slot_with_regex(key):
+        found = re.match(rb"[^{]*\{([^}]+)\}", key.encode())
+        return binascii.crc_hqx(found.group(1) if found else key.encode(), 0) % 16384
+
+    assert evaluate(checkers.check_key_slot, rc, slot_with_regex).passed
 
 
 def test_unsolved_exercises_say_not_solved(rc):
@@ -153,3 +234,4 @@ def test_unsolved_exercises_say_not_solved(rc):
         raise NotImplementedError
 
     assert evaluate(checkers.check_key_slot, rc, stub).status == "not solved yet"
+    assert evaluate(checkers.check_transaction_keys, rc, stub).status == "not solved yet"

@@ -214,7 +214,7 @@ def describe_key(cluster_shards, name: str) -> str:
 def slot_explorer_widget(client: RedisCluster, initial: str = "user:{42}:cart"):
     """Type a key: its slot, the part that was hashed and the index of the shard that owns it.
 
-    Pure computation over the cluster's slot map (read once, with CLUSTER SLOTS): nothing is
+    Pure computation over the cluster's slot map (read once, with CLUSTER SHARDS): nothing is
     written, and no port is shown, so the text is the same on every run of the same cluster layout.
     """
     import ipywidgets as widgets

@@ -12,7 +12,8 @@ def transaction_keys(prefix, user_id):
 
 
 def slot_of(key):
-    """CRC16 of the first non-empty {tag} (or of the whole key), modulo 16384."""
+    """CRC16 of the key's UTF-8 bytes modulo 16384: of the text between the first `{` and the next
+    `}` when it is not empty, else of the whole key."""
     start = key.find("{")
     end = key.find("}", start + 1) if start != -1 else -1
     hashed = key[start + 1:end] if start != -1 and end > start + 1 else key

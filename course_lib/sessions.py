@@ -10,13 +10,17 @@ Keys written:
 - `course:sessions:session:<id>`: hash {_user, _created, _deadline, _elevated_until, data:<name>...};
   times in ms since the epoch; TTL = the idle timeout, restarted by every read, capped at _deadline;
 - `course:sessions:user:<user>:sessions`: sorted set, session id -> its deadline (ms): the index;
-  TTL = the maximum lifetime, renewed by every login;
+  TTL = the maximum lifetime, renewed by every login; it may list dead ids until their deadline;
 - `course:sessions:guide:<uuid>` and `course:sessions:json:<id>`: strings holding JSON (baselines).
 
-Cluster caveat: a session and its user's index live in different slots (the id must not reveal
-the user), so writing both takes two commands. They are ordered so that a crash between them leaves
-at worst an index entry for a session that does not exist (pruned when the index is read), never a
-live session the index does not know about: "log out everywhere" must not miss one.
+The index protocol (a session and its user's index live in different slots on a cluster, since the
+id must not reveal the user, so no one command or script can write both):
+- a session's id enters the index BEFORE the session is written, so no crash and no other app
+  server ever sees a live session the index does not list: "log out everywhere" cannot miss one;
+- an id leaves the index only when its deadline has passed (ZREMRANGEBYSCORE) or when whoever
+  deleted its session removes it. Never because its session was not found: that session may be
+  one being written right now, and removing its id would orphan it (live, yet unlisted). So the
+  index may list dead ids until their deadline; readers skip them.
 """
 
 from __future__ import annotations
@@ -97,6 +101,7 @@ class SessionStore:
         self._get = lua.register(client, "sessions_get")
         self._update = lua.register(client, "sessions_update")
         self._take = lua.register(client, "sessions_take")
+        self._append = lua.register(client, "sessions_append")
 
     @staticmethod
     def session_key(session_id: str) -> str:
@@ -109,8 +114,9 @@ class SessionStore:
     def create(self, user: str | None, data: Mapping[str, str] | None = None, now: float | None = None) -> str:
         """Start a session for `user` (None or "": anonymous, not indexed) and return its new id.
 
-        Commands: ZADD + PEXPIRE on the user's index (one pipeline), then HSET + PEXPIRE on the
-        session (one MULTI): two round trips, index first (see the module docstring).
+        Commands: ZREMRANGEBYSCORE (ids past their deadline) + ZADD + PEXPIRE on the user's index (one
+        pipeline), then HSET + PEXPIRE on the session (one MULTI): two round trips, index first
+        (the module docstring's protocol). Login and `rotate` write through the same path.
 
         Raises:
             ValueError: `user` or a data name has spaces.
@@ -142,6 +148,24 @@ class SessionStore:
         pairs = [item for pair in self._data_fields(data).items() for item in pair]
         return bool(self._update(keys=[self.session_key(session_id)], args=[_ms(now), self.idle_ms, *pairs]))
 
+    def append(self, session_id: object, name: str, item: str, now: float | None = None) -> list[str] | None:
+        """Append `item` to the comma-separated data field `name` of a live session; the list after it.
+
+        One EVALSHA (`sessions_append.lua`: HGET, HSET, PEXPIRE): the read-modify-write happens in
+        the server, so two requests appending at once both keep their item. None, with nothing
+        written, if the session is not live.
+
+        Raises:
+            ValueError: `name` has spaces, or `item` is empty or holds a comma.
+        """
+        if not item or "," in item:
+            raise ValueError(f"item must be non-empty and hold no comma, got {item!r}")
+        (field, value), = self._data_fields({name: item}).items()
+        if not is_well_formed(session_id):
+            return None
+        listed = self._append(keys=[self.session_key(session_id)], args=[_ms(now), self.idle_ms, field, value])
+        return listed.split(",") if listed else None
+
     def destroy(self, session_id: object) -> bool:
         """Log out: delete the session and its index entry; False if there was no such session.
 
@@ -162,6 +186,12 @@ class SessionStore:
         and its lifetime starts again. With `elevate`, privileges are raised for `elevation` seconds.
         An attacker who planted or saw the old id (session fixation) is left holding a dead one.
 
+        What a login carries over (a deliberate choice): the data of an anonymous session, or of
+        `user`'s own, moves to the new id (the cart a visitor filled before logging in survives).
+        That data was written by whoever held the old id, possibly an attacker who planted it, so
+        keep only harmless data in anonymous sessions (a cart, never a role or a flag). The data
+        of ANOTHER user's session is dropped: logging in as alice on bob's browser inherits nothing.
+
         Commands: EVALSHA `sessions_take.lua` (read and delete the old session atomically: two
         concurrent rotations cannot both succeed), ZREM from the old index, then `create`'s writes.
         """
@@ -174,6 +204,8 @@ class SessionStore:
         if not fields or int(fields["_deadline"]) <= at:
             return None
         if user is not None:
+            if fields.get("_user") not in ("", user):  # another user's session: none of its data carries over
+                fields = {name: value for name, value in fields.items() if not name.startswith(_DATA)}
             fields.update({"_user": user, "_created": at, "_deadline": at + self.lifetime_ms, "_elevated_until": 0})
         if elevate:
             fields["_elevated_until"] = at + self.elevation_ms
@@ -183,8 +215,9 @@ class SessionStore:
         """The user's live sessions, oldest first, without restarting their idle timers.
 
         Commands: ZREMRANGEBYSCORE (ids past their deadline) + ZRANGE on the index, then one
-        pipeline of HGETALL per id; ids whose session has gone are removed from the index (ZREM).
-        Only sessions whose stored owner is `user` are returned.
+        pipeline of HGETALL per id. Only sessions whose stored owner is `user` are returned. An id
+        whose session is missing stays in the index until its deadline: it may be a session
+        another app server is creating right now (index first), and removing it would orphan it.
         """
         index = self.index_key(user)
         at = _ms(now)
@@ -198,28 +231,28 @@ class SessionStore:
             for session_id in ids:
                 pipe.hgetall(self.session_key(session_id))
             stored = pipe.execute()
-        live, gone = [], []
-        for session_id, fields in zip(ids, stored):
-            session = self._session(session_id, fields, at)
-            if session is not None and session.user == user:
-                live.append(session)
-            else:
-                gone.append(session_id)
-        if gone:
-            self.client.zrem(index, *gone)
-        return sorted(live, key=lambda s: s.created)
+        sessions = (self._session(session_id, fields, at) for session_id, fields in zip(ids, stored))
+        return sorted((s for s in sessions if s is not None and s.user == user), key=lambda s: s.created)
 
     def destroy_all(self, user: str) -> int:
-        """Log `user` out everywhere: delete every session in the index, then the index; returns how many.
+        """Log `user` out everywhere: delete every session the index lists; returns how many existed.
 
-        Commands: ZRANGE, DEL of the sessions (a cluster client splits it by slot), DEL of the index.
-        A login that lands while this runs may survive it: call it again if that matters.
+        Commands: ZRANGE; one pipeline of DEL per listed session (a cluster client splits it by
+        slot); then ZREM of the ids whose session it deleted. An id whose session was not there
+        stays listed (the module's protocol): if it is a login landing right now, that session
+        survives this call but stays in the index, so the next call ends it.
         """
         index = self.index_key(user)
         ids = self.client.zrange(index, 0, -1)
-        destroyed = self.client.delete(*(self.session_key(i) for i in ids)) if ids else 0
-        self.client.delete(index)
-        return destroyed
+        if not ids:
+            return 0
+        with self.client.pipeline(transaction=False) as pipe:
+            for session_id in ids:
+                pipe.delete(self.session_key(session_id))
+            deleted = [session_id for session_id, existed in zip(ids, pipe.execute()) if existed]
+        if deleted:
+            self.client.zrem(index, *deleted)
+        return len(deleted)
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -234,6 +267,7 @@ class SessionStore:
         if user:
             index = self.index_key(user)
             with self.client.pipeline(transaction=False) as pipe:
+                pipe.zremrangebyscore(index, "-inf", now_ms)
                 pipe.zadd(index, {session_id: deadline})
                 pipe.pexpire(index, self.lifetime_ms)
                 pipe.execute()

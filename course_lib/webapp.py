@@ -8,9 +8,20 @@ and stops cleanly (`serve`), which is all a course needs. In production put it b
 server (gunicorn, uWSGI) and a reverse proxy.
 
 Rate limiting (every route but /health): the identity is the account of a known `X-API-Key`
-header, else the client's IP address. Every limited response carries `X-RateLimit-Limit`,
-`X-RateLimit-Remaining` and `X-RateLimit-Reset` (seconds until the quota is full again, rounded up);
-a denied one is a 429 with a JSON body and `Retry-After` (seconds, rounded up).
+header, else the client's address. Which address: the TCP peer's (`request.remote_addr`), never a
+header, unless `trust_proxy=True` says the app sits behind ONE reverse proxy of yours; then it is
+the last X-Forwarded-For entry, the one that proxy appended (entries to its left are whatever the
+client sent). An unknown API key is charged to the client address's limit before it is refused
+(401), so guessing keys is limited like any request. Every limited response carries
+`X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset` (seconds until the quota is
+full again, rounded up); a denied one is a 429 with a JSON body and `Retry-After` (seconds, rounded up).
+
+When Redis is down (a `RedisError`), each route fails the way that costs least:
+- the limiter fails OPEN (the request is served, unlimited) on ordinary routes: an hour without
+  limits risks load, an hour of 503s is an outage; but it fails CLOSED (503) on /login and
+  /elevate, where an unlimited route is unlimited password guessing;
+- the session routes fail CLOSED (503 with `Retry-After`): without the store the app cannot tell
+  who is asking, and answering "not logged in" would send users to log in again for nothing.
 
 Sessions: the cookie `sid` holds only the session id; it is HttpOnly (no JavaScript can read it),
 SameSite=Lax (not sent on cross-site POSTs) and Secure when the request came over HTTPS.
@@ -18,8 +29,9 @@ SameSite=Lax (not sent on cross-site POSTs) and Secure when the request came ove
 Routes (JSON in, JSON out):
 - GET /health: {"status": "ok"}, never limited (readiness checks must not spend quota);
 - GET /: {"hello": <account, IP or user>}: the route to hammer;
-- POST /cart {"item"}: adds to the visitor's cart, starting an anonymous session if needed;
-- POST /login {"user", "password"}: a new session id, the cart carried over (rotation);
+- POST /cart {"item"}: adds to the visitor's cart in one atomic step (`SessionStore.append`),
+  starting an anonymous session if there is no live one;
+- POST /login {"user", "password"}: a new session id, the cart carried over (`SessionStore.rotate`);
 - GET /me: who the session belongs to, or 401;
 - GET /sessions: how many sessions the user has open, and which one is this;
 - POST /elevate {"password"}: re-authenticate: a new id, extra privileges for a few minutes;
@@ -40,6 +52,7 @@ import urllib.request
 from typing import Callable, Iterator, Mapping
 
 from flask import Flask, g, jsonify, request
+from redis.exceptions import RedisError
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.serving import WSGIRequestHandler, make_server
 
@@ -49,11 +62,19 @@ from course_lib.sessions import SessionStore
 
 COOKIE = "sid"
 DEMO_USERS = {"alice": "wonderland", "bob": "builder"}  # a demo: real apps store password hashes
+FAIL_CLOSED = {"login", "elevate"}  # routes refused (503) when the limiter cannot count: password checks
+RETRY_AFTER_OUTAGE = 5  # seconds a client is asked to wait when Redis is down
 
 
 def _error(status: int, message: str, **extra):
     response = jsonify(error=message, **extra)
     response.status_code = status
+    return response
+
+
+def _unavailable(what: str):
+    response = _error(503, f"{what} unavailable, try again shortly", retry_after=RETRY_AFTER_OUTAGE)
+    response.headers["Retry-After"] = str(RETRY_AFTER_OUTAGE)
     return response
 
 
@@ -66,10 +87,12 @@ def create_app(limiter: RateLimiter | None = None, store: SessionStore | None = 
         limiter: limits every route but /health, per API-key account or per client IP.
         store: backs the session routes (they answer 404 without one).
         users: user -> password, for /login and /elevate.
-        api_keys: API key -> account name; an unknown key is refused (401) rather than limited on
-            its own, or a client could mint keys to escape its IP's limit.
-        trust_proxy: only behind your own reverse proxy: take the client IP and the scheme from
-            X-Forwarded-For / X-Forwarded-Proto. Anywhere else, clients could forge them.
+        api_keys: API key -> account name; an unknown key is charged to the client address's limit,
+            then refused (401): never limited on its own, or a client could mint keys to escape its
+            address's limit, and never refused before counting, or keys could be guessed unlimited.
+        trust_proxy: only behind exactly one reverse proxy of yours: take the client address and the
+            scheme from the last X-Forwarded-For / X-Forwarded-Proto entry, the one it appended.
+            Anywhere else, clients could forge them: the address is then the TCP peer's.
         clock: the time given to the limiter and the store (a fixed clock makes a demo repeatable).
     """
     app = Flask(__name__)
@@ -82,19 +105,29 @@ def create_app(limiter: RateLimiter | None = None, store: SessionStore | None = 
         if limiter is None or request.endpoint == "health":
             return None
         api_key = request.headers.get("X-API-Key")
-        if api_key is None:
-            identity = f"ip:{request.remote_addr}"
-        elif api_key in known_keys:
-            identity = f"account:{known_keys[api_key]}"
-        else:
+        account = known_keys.get(api_key) if api_key is not None else None
+        # an unknown key counts against the address it came from: guessing keys spends that quota
+        identity = f"account:{account}" if account else f"ip:{request.remote_addr}"
+        try:
+            decision = limiter.hit(identity, now=clock())
+        except RedisError:
+            if request.endpoint in FAIL_CLOSED:
+                return _unavailable("rate limiter")
+            return None  # fail open (see the module docstring)
+        g.rate_limit = decision
+        if not decision.allowed:
+            wait = max(1, math.ceil(decision.retry_after))
+            response = _error(429, "too many requests", retry_after=wait)
+            response.headers["Retry-After"] = str(wait)
+            return response
+        if api_key is not None and account is None:
             return _error(401, "unknown API key")
-        decision = g.rate_limit = limiter.hit(identity, now=clock())
-        if decision.allowed:
-            return None
-        wait = max(1, math.ceil(decision.retry_after))
-        response = _error(429, "too many requests", retry_after=wait)
-        response.headers["Retry-After"] = str(wait)
-        return response
+        return None
+
+    @app.errorhandler(RedisError)
+    def store_unavailable(error):
+        # sessions fail closed: without the store nobody can be recognised (see the module docstring)
+        return _unavailable("session store")
 
     @app.after_request
     def rate_limit_headers(response):
@@ -138,9 +171,13 @@ def create_app(limiter: RateLimiter | None = None, store: SessionStore | None = 
         if not isinstance(item, str) or not item.isalnum():
             return _error(400, "send {\"item\": <letters and digits>}")
         session = current_session()
-        session_id = session.id if session else store.create(None, now=clock())
-        cart = [*filter(None, (session.data.get("cart", "") if session else "").split(",")), item]
-        store.update(session_id, {"cart": ",".join(cart)}, now=clock())
+        now = clock()
+        # appended in the server, atomically: two parallel POSTs both keep their item
+        cart = store.append(session.id, "cart", item, now=now) if session else None
+        if cart is None:  # no live session (none yet, or it ended since it was read): start one
+            cart, session_id = [item], store.create(None, {"cart": item}, now=now)
+        else:
+            session_id = session.id
         return with_cookie(jsonify(cart=cart), session_id)
 
     @app.post("/login")
@@ -153,12 +190,8 @@ def create_app(limiter: RateLimiter | None = None, store: SessionStore | None = 
             return _error(401, "wrong user or password")
         session = current_session()
         # a new id at login, whatever id the browser came with: a planted id is worth nothing.
-        # An anonymous session's data (the cart) moves to the new id; another user's never does.
-        session_id = None
-        if session is not None and session.user is None:
-            session_id = store.rotate(session.id, now=clock(), user=user)
-        elif session is not None:
-            store.destroy(session.id)
+        # `rotate` carries an anonymous session's data (the cart) to the new id, never another user's.
+        session_id = store.rotate(session.id, now=clock(), user=user) if session is not None else None
         return with_cookie(jsonify(user=user), session_id or store.create(user, now=clock()))
 
     @app.get("/me")

@@ -14,6 +14,7 @@ import pytest
 from course_lib.concurrency import run_together
 from course_lib.connection import connect, server_identity
 from course_lib.exercises import evaluate
+from course_lib.exercises.adversary import Adversary, run_in_processes
 from course_lib.exercises import sessions as checkers
 from course_lib.exercises.solutions import sessions as solutions
 from course_lib.experiments import sessions as experiments
@@ -143,6 +144,32 @@ def test_rotate_at_login_moves_the_data_to_a_new_id(store, r):
     assert r.zrange(store.index_key("alice"), 0, -1) == [logged_in]
 
 
+def test_rotate_at_login_drops_another_users_data_and_keeps_the_users_own(store, r):
+    """The documented choice: a login carries an anonymous session's data or the user's own, never another user's."""
+    bobs = store.create("bob", {"cart": "bobs-tea"}, now=T0)
+    on_bobs_browser = store.rotate(bobs, now=T0 + 1, user="alice")
+    assert store.get(on_bobs_browser, now=T0 + 2).data == {}
+    assert not r.exists(store.index_key("bob")) or bobs not in r.zrange(store.index_key("bob"), 0, -1)
+    alices = store.create("alice", {"theme": "dark"}, now=T0)
+    again = store.rotate(alices, now=T0 + 3, user="alice")
+    assert store.get(again, now=T0 + 4).data == {"theme": "dark"}
+
+
+def test_append_adds_to_a_list_field_atomically_and_never_creates_a_session(store, r):
+    session_id = store.create(None, now=T0)
+    assert store.append(session_id, "cart", "tea", now=T0) == ["tea"]
+    results = run_together(lambda slot: store.append(session_id, "cart", f"item{slot}", now=T0), 8, timeout=30,
+                           what="appends")
+    assert all(results) and sorted(store.get(session_id, now=T0).data["cart"].split(",")) == sorted(
+        ["tea", *(f"item{n}" for n in range(8))])
+    unknown = new_session_id()
+    assert store.append(unknown, "cart", "x", now=T0) is None and not r.exists(store.session_key(unknown))
+    assert store.append(session_id, "cart", "x", now=T0 + 3600) is None  # past its deadline
+    assert store.append("not-an-id", "cart", "x", now=T0) is None
+    with pytest.raises(ValueError):
+        store.append(session_id, "cart", "a,b", now=T0)
+
+
 def test_rotate_to_elevate_keeps_the_lifetime(store, r):
     session_id = store.create("alice", now=T0)
     elevated = store.rotate(session_id, now=T0 + 100, elevate=True)
@@ -177,8 +204,10 @@ def test_sessions_of_lists_live_sessions_without_sliding_them(store, r):
     r.pexpire(store.session_key(first), 50_000)
     assert [s.id for s in store.sessions_of("alice", now=T0 + 30)] == [first, second]
     assert r.pttl(store.session_key(first)) <= 50_000
-    assert sorted(r.zrange(store.index_key("alice"), 0, -1)) == sorted([first, second])  # pruned
+    # a missing session's id stays listed until its deadline: it might be a session being created
+    assert sorted(r.zrange(store.index_key("alice"), 0, -1)) == sorted([first, second, gone])
     assert [s.id for s in store.sessions_of("alice", now=T0 + 3605)] == [second]  # first is past its deadline
+    assert sorted(r.zrange(store.index_key("alice"), 0, -1)) == sorted([second, gone])  # pruned by deadline
 
 
 def test_sessions_of_never_returns_another_users_session(store, r):
@@ -433,3 +462,44 @@ def test_unsolved_exercises_say_so(r):
 
     for checker in (checkers.check_session_id, checkers.check_log_out_everywhere, checkers.check_sliding_read):
         assert evaluate(checker, r, stub).status == "not solved yet"
+
+
+# -- log out everywhere while other app servers log in and list (the orphaned-session bug) ----------
+
+USERS = ("u0", "u1", "u2")
+
+
+def _creator_or_lister(slot: int) -> int:
+    """Runs in its own process: even slots log users in (half by rotating an anonymous session),
+    odd slots list the same users' sessions as fast as they can."""
+    client = connect()
+    store = SessionStore(client, idle_timeout=600, max_lifetime=3600)
+    try:
+        for n in range(120):
+            user = USERS[n % len(USERS)]
+            if slot % 2 == 0:
+                anonymous = store.create(None, {"cart": "tea"}) if n % 2 else None
+                store.rotate(anonymous, user=user) if anonymous else store.create(user)
+            else:
+                store.sessions_of(user)
+        return 0
+    finally:
+        client.close()
+
+
+def test_no_interleaving_of_logins_and_listings_orphans_a_session(r):
+    run_in_processes(_creator_or_lister, processes=4, timeout=60)
+    store = SessionStore(r, idle_timeout=600, max_lifetime=3600)
+    assert sum(store.destroy_all(user) for user in USERS) == 2 * 120
+    assert list(r.scan_iter(match=store.session_key("*"))) == []  # logged out everywhere: none survived
+
+
+def test_a_listing_between_the_index_entry_and_the_session_keeps_the_entry(r):
+    """The exact interleaving: another app server lists alice's sessions right after this one has
+    added the new id to her index, before it has written the session."""
+    with Adversary(r) as adversary:
+        store = SessionStore(adversary.client, idle_timeout=600, max_lifetime=3600)
+        listing = adversary.after(store.index_key("alice"), lambda other: SessionStore(other).sessions_of("alice"))
+        session_id = store.create("alice")
+        assert listing.fired and listing.result == []  # it saw the id, but no session yet
+    assert SessionStore(r).destroy_all("alice") == 1 and not r.exists(SessionStore.session_key(session_id))

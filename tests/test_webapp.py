@@ -5,7 +5,9 @@ import re
 import pytest
 import requests
 
+from course_lib.exercises.adversary import Adversary
 from course_lib.rate_limiting import FixedWindow, SlidingLog
+from course_lib.servers import scratch_server
 from course_lib.sessions import SessionStore
 from course_lib.webapp import COOKIE, create_app, serve
 
@@ -58,17 +60,28 @@ def test_headers_are_exact_with_a_fixed_clock(r):
     assert fourth.headers["X-RateLimit-Remaining"] == "1" and fourth.headers["X-RateLimit-Reset"] == "10"
 
 
-def test_api_keys_have_their_own_quota_and_unknown_keys_are_refused(r):
+def test_api_keys_have_their_own_quota(r):
     app = create_app(limiter=SlidingLog(r, "http", 1, 60), api_keys={"k-123": "acme"})
     with serve(app) as url:
         by_ip = [requests.get(f"{url}/", timeout=5).status_code for _ in range(2)]
         by_key = [requests.get(f"{url}/", headers={"X-API-Key": "k-123"}, timeout=5).status_code for _ in range(2)]
         unknown = requests.get(f"{url}/", headers={"X-API-Key": "made-up"}, timeout=5)
     assert by_ip == [200, 429] and by_key == [200, 429]
-    assert unknown.status_code == 401 and unknown.json() == {"error": "unknown API key"}
+    assert unknown.status_code == 429  # charged to the address it came from, whose quota is spent
     assert sorted(r.scan_iter(match="course:rate_limiting:{http:*")) == [
         "course:rate_limiting:{http:account:acme}:log", "course:rate_limiting:{http:account:acme}:log:seq",
         "course:rate_limiting:{http:ip:127.0.0.1}:log", "course:rate_limiting:{http:ip:127.0.0.1}:log:seq"]
+
+
+def test_unknown_api_keys_are_charged_to_the_address_before_they_are_refused(r):
+    """Guessing keys spends the guesser's quota: after 2 guesses (limit 2) the address gets 429s."""
+    with serve(create_app(limiter=SlidingLog(r, "http", 2, 60), api_keys={"k-123": "acme"})) as url:
+        guesses = [requests.get(f"{url}/", headers={"X-API-Key": f"guess-{n}"}, timeout=5) for n in range(5)]
+        plain = requests.get(f"{url}/", timeout=5)
+        known = requests.get(f"{url}/", headers={"X-API-Key": "k-123"}, timeout=5)
+    assert [g.status_code for g in guesses] == [401, 401, 429, 429, 429]
+    assert guesses[0].json() == {"error": "unknown API key"}
+    assert plain.status_code == 429 and known.status_code == 200  # the account's own quota is untouched
 
 
 def test_health_is_never_limited(r):
@@ -85,6 +98,39 @@ def test_forwarded_for_counts_only_behind_a_trusted_proxy(r, trust_proxy, expect
     assert codes == expected
 
 
+def test_behind_a_proxy_only_the_entry_it_appended_counts(r):
+    """A client can put anything to the left in X-Forwarded-For; the proxy appends the real address."""
+    with serve(create_app(limiter=SlidingLog(r, "http", 1, 60), trust_proxy=True)) as url:
+        codes = [requests.get(f"{url}/", headers={"X-Forwarded-For": f"{forged}, 198.51.100.4"}, timeout=5)
+                 for forged in ("203.0.113.7", "203.0.113.8")]
+    assert [c.status_code for c in codes] == [200, 429]
+    assert codes[0].json() == {"hello": "198.51.100.4"}
+
+
+def test_when_redis_is_down_each_route_fails_open_or_closed_as_documented():
+    """A private server is stopped under the running app: / (without a session) is served unlimited
+    (fail open), /login and the session routes get 503 with Retry-After (fail closed), /health answers."""
+    with scratch_server() as server:
+        client = server.client()
+        app = create_app(limiter=FixedWindow(client, "http", 100, 60), store=SessionStore(client))
+        with serve(app) as url:
+            browser = requests.Session()
+            assert browser.post(f"{url}/login", json={"user": "alice", "password": "wonderland"},
+                                timeout=5).status_code == 200
+            server.stop()
+            hello = requests.get(f"{url}/", timeout=5)  # no cookie: no session to read
+            login = browser.post(f"{url}/login", json={"user": "alice", "password": "wonderland"}, timeout=5)
+            me = browser.get(f"{url}/me", timeout=5)
+            cart = browser.post(f"{url}/cart", json={"item": "tea"}, timeout=5)
+            health = requests.get(f"{url}/health", timeout=5)
+        client.close()
+    assert hello.status_code == 200 and "X-RateLimit-Limit" not in hello.headers
+    for refused, what in ((login, "rate limiter"), (me, "session store"), (cart, "session store")):
+        assert refused.status_code == 503 and refused.headers["Retry-After"] == "5"
+        assert refused.json() == {"error": f"{what} unavailable, try again shortly", "retry_after": 5}
+    assert health.status_code == 200
+
+
 def test_server_is_stopped_after_the_block(r):
     with serve(create_app()) as url:
         assert requests.get(f"{url}/health", timeout=5).ok
@@ -93,6 +139,32 @@ def test_server_is_stopped_after_the_block(r):
 
 
 # -- sessions -----------------------------------------------------------------------------------
+
+def test_two_cart_posts_at_once_both_keep_their_item(r):
+    """Deterministic: right after the first POST has read the session, a second POST adds its item."""
+    with Adversary(r) as adversary, serve(create_app(store=SessionStore(adversary.client))) as url:
+        browser = requests.Session()
+        browser.post(f"{url}/cart", json={"item": "tea"}, timeout=5)
+        name = SessionStore.session_key(browser.cookies[COOKIE])
+        second = adversary.after(name, lambda _other: browser.post(f"{url}/cart", json={"item": "jam"}, timeout=5))
+        first = browser.post(f"{url}/cart", json={"item": "honey"}, timeout=5)
+        stored = r.hget(name, "data:cart")
+    assert second.fired and second.result.json() == {"cart": ["tea", "jam"]}
+    assert first.json() == {"cart": ["tea", "jam", "honey"]} and stored == "tea,jam,honey"
+
+
+def test_cart_reports_only_what_it_stored(r):
+    """The session ends between the app's read and its write (its clock passes the deadline): the
+    answer must be the cart really stored under the cookie the app sets, not a cart it failed to write."""
+    ticks = iter([T0])  # the session is read at T0; every later look at the clock says T0 + 100
+    clock = lambda: next(ticks, T0 + 100)  # noqa: E731
+    store = SessionStore(r, idle_timeout=60, max_lifetime=100)
+    session_id = store.create(None, {"cart": "tea"}, now=T0)
+    with serve(create_app(store=store, clock=clock)) as url:
+        answer = requests.post(f"{url}/cart", json={"item": "jam"}, cookies={COOKIE: session_id}, timeout=5)
+    stored = store.get(answer.cookies.get(COOKIE, session_id), now=T0 + 100)
+    assert stored is not None and answer.json()["cart"] == stored.data["cart"].split(",")
+
 
 def test_login_me_logout_with_a_safe_cookie(r):
     with serve(create_app(store=SessionStore(r))) as url:

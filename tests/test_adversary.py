@@ -177,3 +177,24 @@ def test_run_in_processes_reports_errors_and_kills_what_does_not_return():
         run_in_processes(lambda slot: 1 / slot, processes=2, timeout=30)
     with pytest.raises(ProcessesFailed, match="1 of 2 processes had not returned after 1 s"):
         run_in_processes(lambda slot: threading.Event().wait(60 * slot), processes=2, timeout=1)
+
+
+def test_sent_lists_each_round_trips_commands_with_arguments_and_a_record_names_its_command(r):
+    with Adversary(r) as adversary:
+        interference = adversary.after(KEY, lambda other: None, at=2)
+        adversary.client.set(KEY, 1)
+        with adversary.client.pipeline(transaction=False) as pipe:
+            pipe.mset({KEY: 2, OTHER: 3}).get(KEY).execute()
+        assert adversary.sent == [[("SET", KEY, "1")], [("MSET", KEY, "2", OTHER, "3"), ("GET", KEY)]]
+        assert interference.fired and interference.command == "MSET"
+
+
+def test_a_watching_pipeline_cut_by_the_crash_cleans_up_quietly(r, capfd):
+    r.set(KEY, 5)
+    with Adversary(r, crash_after=1) as adversary:
+        with pytest.raises(SimulatedCrash):
+            with adversary.client.pipeline() as pipe:
+                pipe.watch(KEY)
+                pipe.get(KEY)  # the crash: its UNWATCH on the way out must not raise again, nor print
+        del pipe
+    assert capfd.readouterr().err == ""

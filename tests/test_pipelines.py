@@ -128,53 +128,172 @@ def test_widget_starts_fixed_and_measures_on_change(r):
     assert status.value.startswith("batch size 1000:") and "(2 round trips)" in status.value
 
 
-def test_bulk_load_checker(r):
-    assert evaluate(check_bulk_load, r, bulk_load).passed
+# -- exercises: the checkers fail every wrong answer with its hint, and pass unusual right ones -------------
 
-    def one_by_one(client, items):
+def bulk_one_by_one(client, items):
+    for name, value in items.items():
+        client.set(name, value)
+
+
+def bulk_one_giant_pipeline(client, items):
+    with client.pipeline(transaction=False) as pipe:
         for name, value in items.items():
-            client.set(name, value)
+            pipe.set(name, value)
+        pipe.execute()
 
-    def one_giant_pipeline(client, items):
+
+def bulk_one_mset(client, items):
+    if items:
+        client.mset(items)
+
+
+def bulk_default_pipeline(client, items):
+    names = list(items)
+    for first in range(0, len(names), 1000):
+        with client.pipeline() as pipe:  # transaction=True by default: MULTI/EXEC around each chunk
+            for name in names[first:first + 1000]:
+                pipe.set(name, items[name])
+            pipe.execute()
+
+
+def bulk_forgets_the_last_chunk(client, items):
+    names = list(items)
+    for chunk in range(len(names) // 1000):
+        client.mset({name: items[name] for name in names[chunk * 1000:(chunk + 1) * 1000]})
+
+
+def bulk_skips_empty_values(client, items):
+    bulk_load(client, {name: value for name, value in items.items() if value})
+
+
+def bulk_chunks_of_1001(client, items):
+    pairs = list(items.items())
+    for first in range(0, len(pairs), 1001):
+        client.mset(dict(pairs[first:first + 1001]))
+
+
+def bulk_mset_even_when_empty(client, items):
+    pairs = list(items.items())
+    first = 0
+    while True:  # "do ... while": one MSET even for an empty dict
+        client.mset(dict(pairs[first:first + 1000]))
+        first += 1000
+        if first >= len(pairs):
+            return
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (bulk_one_by_one, "5000 items took 5000 round trips (at most 10)"),
+    (bulk_one_giant_pipeline, "one round trip carried 5000 keys"),
+    (bulk_one_mset, "one round trip carried 5000 keys"),
+    (bulk_chunks_of_1001, "one round trip carried 1001 keys"),
+    (bulk_default_pipeline, "sent MULTI/EXEC"),
+    (bulk_forgets_the_last_chunk, "with 1500 items, 500 of 1500 keys are missing"),
+    (bulk_skips_empty_values, "an empty string included"),
+    (bulk_mset_even_when_empty, "called with an empty dict, your function raised ResponseError"),
+])
+def test_bulk_load_checker_fails_wrong_answers_with_their_hint(r, wrong, hint):
+    outcome = evaluate(check_bulk_load, r, wrong)
+    assert outcome.status == "failed" and hint in outcome.hint, outcome
+
+
+def test_bulk_load_checker_says_when_the_notebooks_r_was_used(r):
+    outcome = evaluate(check_bulk_load, r, lambda client, items: bulk_load(r, items))
+    assert outcome.status == "failed" and "not the notebook's `r`" in outcome.hint
+
+
+def bulk_mset_per_chunk(client, items):
+    """Unusual but right: one MSET of at most 1,000 pairs per round trip (a single command each)."""
+    pairs = list(items.items())
+    for first in range(0, len(pairs), 1000):
+        client.mset(dict(pairs[first:first + 1000]))
+
+
+def bulk_half_chunks(client, items):
+    """Right too: pipelines of 500, twice the fewest round trips."""
+    pairs = list(items.items())
+    for first in range(0, len(pairs), 500):
         with client.pipeline(transaction=False) as pipe:
-            for name, value in items.items():
+            for name, value in pairs[first:first + 500]:
                 pipe.set(name, value)
             pipe.execute()
 
-    def default_pipeline(client, items):
-        names = list(items)
-        for first in range(0, len(names), 1000):
-            with client.pipeline() as pipe:
-                for name in names[first:first + 1000]:
-                    pipe.set(name, items[name])
-                pipe.execute()
 
-    def forgets_the_last_chunk(client, items):
-        bulk_load(client, dict(list(items.items())[:4000]))
-
-    hints = {wrong.__name__: evaluate(check_bulk_load, r, wrong) for wrong in
-             (one_by_one, one_giant_pipeline, default_pipeline, forgets_the_last_chunk)}
-    assert not any(outcome.passed for outcome in hints.values())
-    assert "5000 round trips" in hints["one_by_one"].hint
-    assert "5000 commands" in hints["one_giant_pipeline"].hint
-    assert "transaction=False" in hints["default_pipeline"].hint
-    assert "1000 of 5000 keys" in hints["forgets_the_last_chunk"].hint
+@pytest.mark.parametrize("right", [bulk_load, bulk_mset_per_chunk, bulk_half_chunks])
+def test_bulk_load_checker_passes_right_answers(r, right):
+    assert evaluate(check_bulk_load, r, right).passed
     assert not list(r.scan_iter(match="course:pipelines:*"))
 
 
-def test_read_profiles_checker(r):
-    assert evaluate(check_read_profiles, r, read_profiles).passed
+def read_one_by_one(client, names):
+    found = {name: client.hgetall(name) for name in names}
+    return {name: fields for name, fields in found.items() if fields}
 
-    def one_by_one(client, names):
-        found = {name: client.hgetall(name) for name in names}
-        return {name: fields for name, fields in found.items() if fields}
 
-    def keeps_missing(client, names):
-        with client.pipeline(transaction=False) as pipe:
-            for name in names:
-                pipe.hgetall(name)
-            return dict(zip(names, pipe.execute()))
+def read_keeps_missing(client, names):
+    with client.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.hgetall(name)
+        return dict(zip(names, pipe.execute()))
 
-    first, second = evaluate(check_read_profiles, r, one_by_one), evaluate(check_read_profiles, r, keeps_missing)
-    assert not first.passed and "20 round trips" in first.hint
-    assert not second.passed and "5 missing hashes included" in second.hint
+
+def read_exists_first(client, names):
+    with client.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.exists(name)
+        present = [name for name, there in zip(names, pipe.execute()) if there]
+    with client.pipeline(transaction=False) as pipe:
+        for name in present:
+            pipe.hgetall(name)
+        return dict(zip(present, pipe.execute()))
+
+
+def read_returns_a_list(client, names):
+    return list(read_profiles(client, names).items())
+
+
+def read_drops_empty_names(client, names):
+    return {name: fields for name, fields in read_profiles(client, names).items() if fields.get("name")}
+
+
+def read_none_for_no_names(client, names):
+    return read_profiles(client, names) if names else None
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (read_one_by_one, "that took 20 round trips"),
+    (read_keeps_missing, "5 names of missing hashes are in your dict"),
+    (read_exists_first, "that took 2 round trips (20 EXISTS | 15 HGETALL)"),
+    (read_returns_a_list, "must return a dict of name -> fields, it returned list"),
+    (read_drops_empty_names, "1 existing hashes are missing from your dict"),
+    (read_none_for_no_names, "returned None; it must return a dict (an empty one for an empty list)"),
+])
+def test_read_profiles_checker_fails_wrong_answers_with_their_hint(r, wrong, hint):
+    outcome = evaluate(check_read_profiles, r, wrong)
+    assert outcome.status == "failed" and hint in outcome.hint, outcome
+
+
+def test_read_profiles_checker_says_when_the_notebooks_r_was_used(r):
+    outcome = evaluate(check_read_profiles, r, lambda client, names: read_profiles(r, names))
+    assert outcome.status == "failed" and "not the notebook's `r`" in outcome.hint
+
+
+def read_in_a_transaction(client, names):
+    """Unusual but right: MULTI/EXEC also travels in one round trip (and reads one snapshot)."""
+    with client.pipeline(transaction=True) as pipe:
+        for name in names:
+            pipe.hgetall(name)
+        return {name: fields for name, fields in zip(names, pipe.execute()) if fields}
+
+
+@pytest.mark.parametrize("right", [read_profiles, read_in_a_transaction])
+def test_read_profiles_checker_passes_right_answers(r, right):
+    assert evaluate(check_read_profiles, r, right).passed
+
+
+def test_stubs_are_not_solved_yet(r):
+    def stub(*_args):
+        raise NotImplementedError
+
+    for checker in (check_bulk_load, check_read_profiles):
+        assert evaluate(checker, r, stub).status == "not solved yet"

@@ -1,8 +1,11 @@
 """Chapter 08: the guide's deduction and its failures, `deduct`/`transfer` with bounded retries, Lua,
 the race and contention experiments, the cluster rule (one slot), and the exercise checkers."""
 
+import threading
+
 import pytest
 import redis
+from redis.exceptions import WatchError
 from redis.exceptions import RedisClusterException
 
 from course_lib.connection import connect
@@ -170,63 +173,186 @@ def test_stubs_are_not_solved_yet(r):
         assert evaluate(checker, r, stub).status == "not solved yet"
 
 
-def read_then_write(client, balance, spent, amount):
-    if int(client.get(balance)) < amount:
+# The wrong answers below take money from `source` to `target`: a deduction is a transfer from the
+# balance to the spent total, so each serves both checkers.
+
+LOCK = threading.Lock()
+
+
+def read_then_write(client, source, target, amount):
+    if amount <= 0 or int(client.get(source) or 0) < amount:
         return False
-    client.decrby(balance, amount)
-    client.incrby(spent, amount)
+    client.decrby(source, amount)
+    client.incrby(target, amount)
     return True
 
 
-def read_then_set(client, balance, spent, amount):
-    current = int(client.get(balance))
-    if current < amount:
-        return False
-    client.set(balance, current - amount)
-    client.incrby(spent, amount)
-    return True
+def locked_read_then_write(client, source, target, amount):
+    with LOCK:  # one lock per process: another app server does not take it
+        return read_then_write(client, source, target, amount)
 
 
-def forgets_spent(client, balance, spent, amount):
-    return solutions.deduct(client, balance, "course:transactions:exercise:{deduct:0}:elsewhere", amount)
-
-
-@pytest.mark.parametrize("wrong", [read_then_write, read_then_set, forgets_spent])
-def test_deduct_checker_fails_wrong_answers(r, wrong):
-    outcome = evaluate(checkers.check_deduct, r, wrong)
-    assert outcome.status == "failed", outcome
-
-
-def transfer_read_then_set(client, source, target, amount):
-    have, other = int(client.get(source)), int(client.get(target))
-    if have < amount:
+def read_then_set(client, source, target, amount):
+    have, other = int(client.get(source) or 0), int(client.get(target) or 0)
+    if amount <= 0 or have < amount:
         return False
     client.mset({source: have - amount, target: other + amount})
     return True
 
 
-def transfer_only_takes(client, source, target, amount):
-    with client.pipeline() as pipe:
-        pipe.watch(source)
-        if int(pipe.get(source)) < amount:
-            return False
-        pipe.multi()
-        pipe.decrby(source, amount)
-        pipe.execute()
-    return True
-
-
-def transfer_unwatched_multi(client, source, target, amount):
-    if int(client.get(source)) < amount:
+def gives_up_on_watch_error(client, source, target, amount):
+    if amount <= 0:
         return False
     with client.pipeline() as pipe:
-        pipe.decrby(source, amount)
-        pipe.incrby(target, amount)
-        pipe.execute()
+        try:
+            pipe.watch(source)
+            if int(pipe.get(source) or 0) < amount:
+                return False
+            pipe.multi()
+            pipe.decrby(source, amount)
+            pipe.incrby(target, amount)
+            pipe.execute()
+            return True
+        except WatchError:
+            return False
+
+
+def takes_then_gives_back(client, source, target, amount):
+    """DECRBY first, INCRBY it back if the balance went negative: another app server sees the dip."""
+    if amount <= 0:
+        return False
+    if client.decrby(source, amount) < 0:
+        client.incrby(source, amount)
+        return False
+    client.incrby(target, amount)
     return True
 
 
-@pytest.mark.parametrize("wrong", [transfer_read_then_set, transfer_only_takes, transfer_unwatched_multi])
-def test_transfer_checker_fails_wrong_answers(r, wrong):
+TAKE = "local n = tonumber(redis.call('GET', KEYS[1]) or '0') if n < tonumber(ARGV[1]) then return 0 end " \
+       "redis.call('DECRBY', KEYS[1], ARGV[1]) return 1"
+
+
+def script_then_separate_write(client, source, target, amount):
+    """Checks and takes atomically, then adds in a second round trip: a crash in between loses the money."""
+    if amount <= 0 or not client.register_script(TAKE)(keys=[source], args=[amount]):
+        return False
+    client.incrby(target, amount)
+    return True
+
+
+def no_amount_check(client, source, target, amount):
+    return client.transaction(lambda pipe: solutions.transfer(pipe, source, target, amount) if False else _move(
+        pipe, source, target, amount), source, value_from_callable=True)
+
+
+def _move(pipe, source, target, amount):
+    if int(pipe.get(source) or 0) < amount:
+        return False
+    pipe.multi()
+    pipe.decrby(source, amount)
+    pipe.incrby(target, amount)
+    return True
+
+
+def returns_nothing(client, source, target, amount):
+    solutions.transfer(client, source, target, amount)
+
+
+COMMON_WRONG = [
+    (read_then_write, "ended at -60"),
+    (locked_read_then_write, "a lock in your process cannot stop another app server"),
+    (gives_up_on_watch_error, "not give up"),
+    (takes_then_gives_back, "a balance your function had written before deciding"),
+    (script_then_separate_write, "the app server died right after round trip 1 of 2 (EVALSHA)"),
+    (no_amount_check, "an amount of 0 or below must be refused"),
+    (returns_nothing, "returned None; it must return True or False"),
+]
+
+
+def forgets_spent(client, balance, spent, amount):
+    return solutions.deduct(client, balance, "course:transactions:exercise:{deduct}:elsewhere", amount)
+
+
+@pytest.mark.parametrize("wrong, hint", COMMON_WRONG + [
+    (read_then_set, "money was lost or created"),
+    (forgets_spent, "should return True and leave balance 70, spent 30"),
+])
+def test_deduct_checker_fails_wrong_answers_with_their_hint(r, wrong, hint):
+    outcome = evaluate(checkers.check_deduct, r, wrong)
+    assert outcome.status == "failed" and hint in outcome.hint, outcome
+
+
+def only_takes(client, source, target, amount):
+    return solutions.deduct(client, source, "course:transactions:exercise:{bank}:nowhere", amount)
+
+
+def sets_the_target_from_a_read(client, source, target, amount):
+    """Watches the source only, then SETs the target from a value read before: a deposit in between is lost."""
+    if amount <= 0:
+        return False
+    with client.pipeline() as pipe:
+        while True:
+            try:
+                pipe.watch(source)
+                have, other = int(pipe.get(source) or 0), int(pipe.get(target) or 0)
+                if have < amount:
+                    return False
+                pipe.multi()
+                pipe.decrby(source, amount)
+                pipe.set(target, other + amount)
+                pipe.execute()
+                return True
+            except WatchError:
+                continue
+
+
+@pytest.mark.parametrize("wrong, hint", [(w, h.replace("-60", "-30")) for w, h in COMMON_WRONG] + [
+    (read_then_set, "money was lost or created"),
+    (only_takes, "should return True and leave alice 20, bob 30, carol 0"),
+    (sets_the_target_from_a_read, "another app server tried to deposit 5 into bob; afterwards the accounts hold 50"),
+])
+def test_transfer_checker_fails_wrong_answers_with_their_hint(r, wrong, hint):
     outcome = evaluate(checkers.check_transfer, r, wrong)
-    assert outcome.status == "failed", outcome
+    assert outcome.status == "failed" and hint in outcome.hint, outcome
+
+
+def test_checkers_say_when_the_notebooks_r_was_used(r):
+    for checker, solution in ((checkers.check_deduct, solutions.deduct), (checkers.check_transfer, solutions.transfer)):
+        outcome = evaluate(checker, r, lambda client, *args, solution=solution: solution(r, *args))
+        assert outcome.status == "failed" and "not the notebook's `r`" in outcome.hint
+
+
+MOVE = "local n = tonumber(redis.call('GET', KEYS[1]) or '0') local a = tonumber(ARGV[1]) " \
+       "if a <= 0 or n < a then return 0 end " \
+       "redis.call('DECRBY', KEYS[1], a) redis.call('INCRBY', KEYS[2], a) return 1"
+
+
+def in_one_script(client, source, target, amount):
+    """Unusual but right: one Lua script checks the amount and the balance and writes both."""
+    return bool(client.register_script(MOVE)(keys=[source, target], args=[amount]))
+
+
+def bounded_retries(client, source, target, amount, retries=3):
+    """Unusual but right: WATCH with at most 3 retries, raising (nothing written) when they run out."""
+    if amount <= 0:
+        raise ValueError("amount must be positive")
+    for _ in range(1 + retries):
+        with client.pipeline() as pipe:
+            try:
+                pipe.watch(source)
+                if int(pipe.get(source) or 0) < amount:
+                    return False
+                pipe.multi()
+                pipe.decrby(source, amount)
+                pipe.incrby(target, amount)
+                pipe.execute()
+                return True
+            except WatchError:
+                continue
+    raise RuntimeError("too much contention")
+
+
+@pytest.mark.parametrize("checker", [checkers.check_deduct, checkers.check_transfer], ids=["deduct", "transfer"])
+@pytest.mark.parametrize("right", [in_one_script, bounded_retries, solutions.transfer, solutions.deduct])
+def test_checkers_pass_unusual_right_answers(r, checker, right):
+    assert evaluate(checker, r, right).passed

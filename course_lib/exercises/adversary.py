@@ -41,6 +41,12 @@ class SimulatedCrash(BaseException):
     """The learner's app server died here: nothing after this point of its code ran or was sent."""
 
 
+class _AfterTheCrash(SimulatedCrash, redis.ConnectionError):
+    """A command sent after the crash. Also a ConnectionError, so that redis-py's own clean-up on the
+    way out (a watching pipeline's UNWATCH on exit or garbage collection) drops the dead connection
+    quietly instead of printing an ignored exception."""
+
+
 def _name(argument) -> str:
     return argument.decode(errors="replace") if isinstance(argument, bytes) else str(argument)
 
@@ -53,6 +59,7 @@ class _Interference:
     touches: int = 0
     result: object = None
     fired: bool = False
+    command: str = ""  # the learner's command it followed, e.g. "GET"
 
 
 class _AdversaryMixin(_CountingMixin):
@@ -62,24 +69,30 @@ class _AdversaryMixin(_CountingMixin):
         super().__init__(*args, **kwargs)
         self._awaiting: list[tuple] = []  # commands sent, in order, whose replies are not read yet
         self._queued: list[tuple] | None = None  # inside MULTI: commands queued, not run yet
+        self._sending: list[tuple] = []  # commands packed for the next write to the socket
 
     def send_command(self, *args, **kwargs):
         if not self._handshake:
             self._awaiting.append(tuple(_name(a) for a in args))
+            self._sending.append(self._awaiting[-1])
         return super().send_command(*args, **kwargs)
 
     def pack_commands(self, commands):
         if not self._handshake:
-            self._awaiting.extend(tuple(_name(a) for a in args) for args in commands)
+            packed = [tuple(_name(a) for a in args) for args in commands]
+            self._awaiting.extend(packed)
+            self._sending.extend(packed)
         return super().pack_commands(commands)
 
     def send_packed_command(self, command, check_health=True):
         if not self._handshake:
             self._counter._before_round_trip()
+            self._counter.sent.append(self._sending)
+            self._sending = []
         return super().send_packed_command(command, check_health)
 
     def disconnect(self, *args, **kwargs):
-        self._awaiting, self._queued = [], None
+        self._awaiting, self._queued, self._sending = [], None, []
         return super().disconnect(*args, **kwargs)
 
     def read_response(self, *args, **kwargs):
@@ -116,7 +129,8 @@ class Adversary(RoundTripCounter):
             the next write to the server raises `SimulatedCrash` instead, and so does every later one.
 
     Use `.client` for the learner, `.other` for the other app server's own connection, and
-    `close()` (or `with`) at the end. `.batches` lists the commands of each round trip.
+    `close()` (or `with`) at the end. `.batches` lists the commands of each round trip, `.sent`
+    the same commands with their arguments (tuples of strings), e.g. to count the keys a round trip names.
     """
 
     connection_mixin = _AdversaryMixin
@@ -132,6 +146,7 @@ class Adversary(RoundTripCounter):
     def reset(self) -> None:
         super().reset()
         self.batches: list[list[str]] = []
+        self.sent: list[list[tuple[str, ...]]] = []
 
     def _record(self, packed: list[str]) -> None:
         super()._record(packed)
@@ -140,7 +155,8 @@ class Adversary(RoundTripCounter):
     def after(self, key: str, run: Callable[[redis.Redis], object], at: int = 1) -> _Interference:
         """Run `run(self.other)` once, right after the `at`-th learner command naming `key` has run.
 
-        Returns a record whose `.fired` says whether it ran and `.result` what `run` returned.
+        Returns a record whose `.fired` says whether it ran, `.command` after which learner command
+        (e.g. "GET"), and `.result` what `run` returned.
         Commands queued in MULTI run (and count) at EXEC; an EXEC aborted by WATCH runs none.
         """
         interference = _Interference(key, at, run)
@@ -148,7 +164,9 @@ class Adversary(RoundTripCounter):
         return interference
 
     def _before_round_trip(self) -> None:
-        if self.crashed or (self.crash_after is not None and self.round_trips >= self.crash_after):
+        if self.crashed:
+            raise _AfterTheCrash(f"the app server died after round trip {self.round_trips}")
+        if self.crash_after is not None and self.round_trips >= self.crash_after:
             self.crashed = True
             raise SimulatedCrash(f"the app server died after round trip {self.round_trips}")
 
@@ -160,7 +178,7 @@ class Adversary(RoundTripCounter):
                     if not interference.fired and interference.key in command[1:]:
                         interference.touches += 1
                         if interference.touches == interference.at:
-                            interference.fired = True
+                            interference.fired, interference.command = True, command[0].upper()
                             due.append(interference)
         for interference in due:
             interference.result = interference.run(self.other)

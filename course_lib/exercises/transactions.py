@@ -1,98 +1,249 @@
 """Checkers for chapter 08's exercises (see `course_lib.exercises` for the pattern).
 
+Both exercises move money: a deduction moves it from a balance to a spent total, a transfer from
+one balance to another. Each checker plays, in turn:
+
+- **the other app server** (`Adversary.after`): right after the learner's k-th command naming the
+  balance, for every k, another connection moves money out of the same balance in one atomic step
+  (`transactions_transfer.lua`), or deposits into the target. The outcome must be what one of the
+  two orders (the other app server first, or the learner first) would give: no overdraft, no money
+  lost or created, no deduction refused that still fitted, and no balance another app server
+  can see that the learner's function had not decided on;
+- **the crash** (`every_crash`): the learner's app server dies after each of its round trips in turn;
+  no money may be lost or created;
+- **edges**: the exact balance, an amount of 0 or below.
+
 Keys written, all under `course:transactions:exercise:` (strings holding integers):
-`{deduct:<n>}:balance|spent` for the deduction, `{bank}:<name>` for the transfer's accounts.
+`{deduct}:balance|spent` for the deduction, `{bank}:alice|bob|carol` for the transfer.
 `evaluate` deletes them before and after each check.
 """
 
 from __future__ import annotations
 
-import random
+from dataclasses import dataclass
+from typing import Callable
 
-from course_lib.concurrency import StillRunning, run_together
-from course_lib.exercises import ExerciseFailed, exercise_prefix
+from course_lib import lua
+from course_lib.exercises import ExerciseFailed, exercise_prefix, returned
+from course_lib.exercises.adversary import Adversary, every_crash
 
-THREADS = 8
+ORDINAL = {1: "1st", 2: "2nd", 3: "3rd"}
 
 
-def _together(work, what: str) -> list:
-    try:
-        return run_together(work, THREADS, timeout=60, what=what)
-    except StillRunning:
-        raise ExerciseFailed(f"{THREADS} threads calling your function did not finish within a minute: "
-                             "does it retry forever, or block?") from None
+def _short(name: str) -> str:
+    return name.rsplit(":", 1)[-1]
+
+
+@dataclass(frozen=True)
+class _Move:
+    """Take `amount` from `source` and add it to `target`, only if `source` holds at least `amount`."""
+
+    source: str
+    target: str
+    amount: int
+
+    def model(self, state: dict[str, int]) -> tuple[bool, dict[str, int]]:
+        if state[self.source] < self.amount:
+            return False, state
+        return True, {**state, self.source: state[self.source] - self.amount,
+                      self.target: state[self.target] + self.amount}
+
+    def run(self, other) -> tuple[bool, int]:
+        """Done by the other app server, atomically: (moved, the source balance it read or left)."""
+        moved, balance = lua.register(other, "transactions_transfer")(keys=[self.source, self.target],
+                                                                       args=[self.amount])
+        return bool(moved), int(balance)
+
+    def says(self, deduction: bool) -> str:
+        if deduction:
+            return f"deduct {self.amount} from the balance"
+        return f"move {self.amount} from {_short(self.source)} to {_short(self.target)}"
+
+
+@dataclass(frozen=True)
+class _Deposit:
+    """Add `amount` to `target` (money arriving from outside)."""
+
+    target: str
+    amount: int
+
+    def model(self, state: dict[str, int]) -> tuple[bool, dict[str, int]]:
+        return True, {**state, self.target: state[self.target] + self.amount}
+
+    def run(self, other) -> tuple[bool, int]:
+        return True, int(other.incrby(self.target, self.amount))
+
+    def says(self, deduction: bool) -> str:
+        return f"deposit {self.amount} into {_short(self.target)}"
+
+
+def _state(client, names: list[str]) -> dict[str, int]:
+    return {name: int(value or 0) for name, value in zip(names, client.mget(names))}
+
+
+def _shown(state: dict[str, int]) -> str:
+    return ", ".join(f"{_short(name)} {value}" for name, value in state.items())
+
+
+def _answer(value) -> bool:
+    return returned(value, bool, "True or False")
+
+
+def _in_turn(client, solution: Callable, opening: dict[str, int], moves: list[_Move], deduction: bool) -> None:
+    """Alone, one call after another: each returns what it should and leaves what it should."""
+    names = list(opening)
+    client.mset(opening)
+    state = dict(opening)
+    with Adversary(client) as adversary:
+        for move in moves:
+            ok, expected = move.model(state)
+            got = _answer(solution(adversary.client, move.source, move.target, move.amount))
+            after = _state(client, names)
+            if got != ok or after != expected:
+                raise ExerciseFailed(f"alone, from {_shown(state)}, asked to {move.says(deduction)}, your function "
+                                     f"should return {ok} and leave {_shown(expected)}; it returned {got} and left "
+                                     f"{_shown(after)}" + (" (a balance equal to the amount is enough)"
+                                                           if state[move.source] == move.amount else ""))
+            state = expected
+    adversary.require_used()
+
+
+def _refuses_bad_amounts(client, solution: Callable, opening: dict[str, int], source: str, target: str) -> None:
+    for amount in (0, -5):
+        client.mset(opening)
+        try:
+            got = solution(client, source, target, amount)
+        except ValueError:
+            got = False
+        after = _state(client, list(opening))
+        if got is not False or after != opening:
+            raise ExerciseFailed(f"asked to move an amount of {amount}, your function returned {got!r:.40} and left "
+                                 f"{_shown(after)}: an amount of 0 or below must be refused (return False or raise "
+                                 "ValueError) with nothing written; a negative one would move money backwards")
+
+
+def _against_the_other_app_server(client, solution: Callable, opening: dict[str, int], learner: _Move,
+                                  other: _Move | _Deposit, follow: str, deduction: bool) -> None:
+    """The other app server acts right after the learner's k-th command naming `follow`, for every k."""
+    names = list(opening)
+    client.mset(opening)
+    with Adversary(client) as adversary:
+        probe = adversary.after(follow, lambda _other: None, at=10 ** 9)
+        _answer(solution(adversary.client, learner.source, learner.target, learner.amount))
+    adversary.require_used()
+    outcomes = []  # (learner's answer, other's answer, end state, state in between): other first, then learner first
+    for other_first in (True, False):
+        first, second = (other, learner) if other_first else (learner, other)
+        ok_first, middle = first.model(opening)
+        ok_second, final = second.model(middle)
+        outcomes.append((ok_second, ok_first, final, middle) if other_first else (ok_first, ok_second, final, middle))
+    total = sum(outcomes[0][2].values())
+    for at in range(1, probe.touches + 1):
+        client.mset(opening)
+        with Adversary(client) as adversary:
+            record = adversary.after(follow, other.run, at=at)
+            got = _answer(solution(adversary.client, learner.source, learner.target, learner.amount))
+        if not record.fired:  # this time the learner's function named the key fewer times: the other acts last
+            record.result = other.run(client)
+        other_ok, seen = record.result
+        state = _state(client, names)
+        if any((got, other_ok, state) == outcome[:3] for outcome in outcomes):
+            continue
+        when = (f"right after your function's {record.command} (its {ORDINAL.get(at, f'{at}th')} command naming "
+                f"{_short(follow)})" if record.fired else "after your function returned")
+        when += f", another app server tried to {other.says(deduction)}"
+        low = min(state, key=state.get)
+        if state[low] < 0:
+            raise ExerciseFailed(f"{when}; your function then wrote anyway and {_short(low)} ended at {state[low]}: "
+                                 "the check and the writes were not one step on the server, and a lock in your "
+                                 "process cannot stop another app server")
+        if sum(state.values()) != total:
+            raise ExerciseFailed(f"{when}; afterwards the accounts hold {sum(state.values())} in all instead of "
+                                 f"{total} ({_shown(state)}): money was lost or created, a write based on a value "
+                                 "read before the other app server's")
+        if not got and all(outcome[0] for outcome in outcomes):
+            left = outcomes[0][3][learner.source]
+            raise ExerciseFailed(f"{when}; {_short(learner.source)} then held {left}, still enough for your "
+                                 f"{learner.amount}, but your function returned False: an attempt aborted by a "
+                                 "concurrent write means read again and try again, not give up")
+        if not other_ok and all(outcome[1] for outcome in outcomes):
+            raise ExerciseFailed(f"{when} and was refused, although {_short(learner.source)} never lacked the money "
+                                 f"for it: it read {seen}, a balance your function had written before deciding. "
+                                 "Another app server must never see a balance your function may still undo")
+        raise ExerciseFailed(f"{when}; your function returned {got} and left {_shown(state)}; run one after the "
+                             f"other, the two give {_shown(outcomes[0][2])} or {_shown(outcomes[1][2])}, your "
+                             "function returning True only if it moved the money")
+
+
+def _survives_crashes(client, solution: Callable, opening: dict[str, int], move: _Move, deduction: bool) -> None:
+    names = list(opening)
+
+    def invariant() -> str | None:
+        state = _state(client, names)
+        if sum(state.values()) != sum(opening.values()) or min(state.values()) < 0:
+            return f"left {_shown(state)} (from {_shown(opening)})"
+        return None
+
+    every_crash(client, lambda: client.mset(opening),
+                lambda crashing: solution(crashing, move.source, move.target, move.amount),
+                invariant, f"asked to {move.says(deduction)}")
 
 
 def check_deduct(client, solution) -> None:
     """A deduction that never overdraws
 
     `solution(client, balance, spent, amount)` deducts `amount` from the integer at key `balance` and
-    adds it to the integer at key `spent`, both at once, only if the balance is at least `amount`;
-    returns True if it deducted, False if not. Several app servers call it at the same moment.
+    adds it to the integer at key `spent`, both or neither, only if the balance is at least `amount`;
+    returns True if it deducted, False if not. `amount` of 0 or below: return False (or raise
+    ValueError) and write nothing. Several app servers deduct from the same balance at once: a
+    deduction by another app server may land between any two of your commands, and then yours must
+    still end as if the two had run one after the other (never below zero, nothing lost, and not
+    refused if the balance still covers it); another app server must never read a balance your
+    function may still undo; and your app server may die between any two round trips without
+    losing or creating money.
     """
     prefix = exercise_prefix(check_deduct)
-    balance, spent = prefix + "{deduct:0}:balance", prefix + "{deduct:0}:spent"
-    client.mset({balance: 100, spent: 0})
-    answers = [solution(client, balance, spent, 30), solution(client, balance, spent, 80)]
-    state = [int(client.get(balance)), int(client.get(spent))]
-    if [bool(a) for a in answers] != [True, False] or state != [70, 30]:
-        raise ExerciseFailed(f"from a balance of 100, deducting 30 then 80 should return True, False and leave "
-                             f"balance 70, spent 30; got {answers}, balance {state[0]}, spent {state[1]}")
-    for n in range(1, 11):  # 8 threads x 2 deductions of 1 from a balance of 5: they all see room at once
-        balance, spent = prefix + f"{{deduct:{n}}}:balance", prefix + f"{{deduct:{n}}}:spent"
-        client.mset({balance: 5, spent: 0})
-        answers = _together(lambda _slot: [bool(solution(client, balance, spent, 1)) for _ in range(2)],
-                            "deduct exercise")
-        left, total = int(client.get(balance)), int(client.get(spent))
-        done = sum(map(sum, answers))
-        if left < 0 or left + total != 5 or done != total:
-            raise ExerciseFailed(f"{THREADS} threads deducting 1 at once from a balance of 5 left balance {left}, "
-                                 f"spent {total}, and {done} calls returned True (expected 0, 5, 5): they all "
-                                 "read the balance before anyone wrote. WATCH it on a pipeline, write in "
-                                 "MULTI/EXEC, retry on WatchError (or do it all in one Lua script)")
+    balance, spent = prefix + "{deduct}:balance", prefix + "{deduct}:spent"
+
+    def move(amount: int) -> _Move:  # a deduction moves money from the balance to the spent total
+        return _Move(balance, spent, amount)
+
+    _in_turn(client, solution, {balance: 100, spent: 0},
+             [move(30), move(80), move(70), move(1)], deduction=True)
+    _refuses_bad_amounts(client, solution, {balance: 100, spent: 0}, balance, spent)
+    for opening, mine, theirs in ((100, 80, 80), (100, 30, 30), (50, 80, 30)):
+        _against_the_other_app_server(client, solution, {balance: opening, spent: 0}, move(mine), move(theirs),
+                                      follow=balance, deduction=True)
+    for opening, amount in ((100, 30), (50, 80)):
+        _survives_crashes(client, solution, {balance: opening, spent: 0}, move(amount), deduction=True)
 
 
 def check_transfer(client, solution) -> None:
     """Transfers that conserve the total
 
     `solution(client, source, target, amount)` moves `amount` from the integer at key `source` to the
-    integer at key `target`, only if `source` holds at least `amount`; returns True if it moved the
-    money, False if not. Many transfers between the same accounts run at the same moment.
+    integer at key `target`, both writes or neither, only if `source` holds at least `amount`;
+    returns True if it moved the money, False if not. `amount` of 0 or below: return False (or raise
+    ValueError) and write nothing. Other app servers move money out of the same accounts, and into
+    them, at the same moment: whatever lands between two of your commands, the result must be that
+    of the two running one after the other (no balance below zero, no money lost or created, no
+    transfer refused that the balance still covers); another app server must never read a balance
+    your function may still undo; and your app server may die between any two round trips without
+    losing or creating money.
     """
     prefix = exercise_prefix(check_transfer)
-    names = [prefix + "{bank}:" + name for name in ("alice", "bob", "carol")]
-    client.mset({names[0]: 50, names[1]: 0, names[2]: 0})
-    answers = [solution(client, names[0], names[1], 30), solution(client, names[0], names[2], 30)]
-    state = [int(client.get(name)) for name in names]
-    if [bool(a) for a in answers] != [True, False] or state != [20, 30, 0]:
-        raise ExerciseFailed(f"alice 50, bob 0, carol 0: moving 30 alice->bob then 30 alice->carol should return "
-                             f"True, False and leave [20, 30, 0]; got {answers} and {state}")
-    for _ in range(5):  # 8 threads x 2 transfers of 1 from an account holding 5: they all see room at once
-        client.mset({names[0]: 5, names[1]: 0})
-        done = sum(map(sum, _together(lambda _slot: [bool(solution(client, names[0], names[1], 1)) for _ in range(2)],
-                                      "transfer exercise")))
-        state = [int(client.get(name)) for name in names[:2]]
-        if state != [0, 5] or done != 5:
-            raise ExerciseFailed(f"{THREADS} threads moving 1 at once from alice (5) to bob (0) ended at alice "
-                                 f"{state[0]}, bob {state[1]}, with {done} calls returning True (expected 0, 5, 5): "
-                                 "the balance was checked before another transfer's write. WATCH the source, "
-                                 "move the money in one MULTI/EXEC, retry when EXEC is aborted")
-    client.mset({name: 10 for name in names})
+    alice, bob, carol = (prefix + "{bank}:" + name for name in ("alice", "bob", "carol"))
 
-    def work(slot: int) -> int:
-        rng = random.Random(slot)
-        moved = 0
-        for _ in range(30):
-            source, target = rng.sample(names, 2)
-            moved += bool(solution(client, source, target, rng.choice((1, 2, 3))))
-        return moved
+    def bank(a: int, b: int, c: int) -> dict[str, int]:
+        return {alice: a, bob: b, carol: c}
 
-    moved = sum(_together(work, "transfer exercise"))
-    state = [int(client.get(name)) for name in names]
-    if sum(state) != 30 or min(state) < 0:
-        raise ExerciseFailed(f"three accounts of 10 each, {THREADS} threads transferring at random between them: "
-                             f"they ended at {state} (total {sum(state)}, expected 30, none below 0). "
-                             "Money was created, destroyed or overdrawn: read under WATCH, move it in one "
-                             "MULTI/EXEC, and retry when EXEC is aborted")
-    if moved == 0:
-        raise ExerciseFailed("no transfer succeeded while the accounts had money: return True when you move it")
+    _in_turn(client, solution, bank(50, 0, 0),
+             [_Move(alice, bob, 30), _Move(alice, carol, 30), _Move(alice, carol, 20)], deduction=False)
+    _refuses_bad_amounts(client, solution, bank(50, 0, 0), alice, bob)
+    for opening, mine, theirs in ((50, 40, 40), (50, 20, 20), (30, 50, 20)):
+        _against_the_other_app_server(client, solution, bank(opening, 0, 0), _Move(alice, bob, mine),
+                                      _Move(alice, carol, theirs), follow=alice, deduction=False)
+    _against_the_other_app_server(client, solution, bank(50, 0, 0), _Move(alice, bob, 30), _Deposit(bob, 5),
+                                  follow=bob, deduction=False)
+    for opening, amount in ((50, 30), (30, 50)):
+        _survives_crashes(client, solution, bank(opening, 0, 0), _Move(alice, bob, amount), deduction=False)

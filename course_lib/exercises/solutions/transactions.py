@@ -7,6 +7,8 @@ from redis.exceptions import WatchError
 
 def deduct(client, balance, spent, amount):
     """WATCH the balance on a pipeline (its own connection), check it, write both in MULTI/EXEC; retry on WatchError."""
+    if amount <= 0:
+        return False  # a negative "deduction" would add money
     with client.pipeline() as pipe:
         while True:
             try:
@@ -25,6 +27,8 @@ def deduct(client, balance, spent, amount):
 
 def transfer(client, source, target, amount):
     """`client.transaction` runs the function under WATCH of `source` and retries it on WatchError itself."""
+    if amount <= 0:
+        return False  # a negative amount would move money from target to source
 
     def move(pipe):
         if int(pipe.get(source) or 0) < amount:

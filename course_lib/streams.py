@@ -53,17 +53,24 @@ def entries(reply) -> list[Entry]:
 def guide_create_group(client, stream: str, group: str) -> None:
     """The guide's group creation: XGROUP CREATE <stream> <group> $ MKSTREAM.
 
-    Raises BUSYGROUP the second time it runs (every restart of the service), and `$` means "only
-    entries added from now on": events written before the group existed are never delivered to it.
+    Raises BUSYGROUP the second time it runs (every restart of the service). Its `$` ("only entries
+    added from now on") is a legitimate choice, not the bug: see `ensure_group`.
     """
     client.xgroup_create(stream, group, id="$", mkstream=True)
 
 
 def ensure_group(client, stream: str, group: str, start_id: str = "0") -> bool:
-    """Create the consumer group if it does not exist; safe to call on every start of a worker.
+    """Create the consumer group if it does not exist; safe to call on every start of every worker.
 
     Commands: XGROUP CREATE <stream> <group> <start_id> MKSTREAM (atomic; MKSTREAM creates an empty
-    stream if needed). `start_id="0"` delivers every entry already in the stream, `"$"` only new ones.
+    stream if needed). Creating and catching BUSYGROUP, rather than checking first, is what makes it
+    safe when several workers start at once: a check cannot see a group another worker creates right
+    after it. An existing group is left as it is: its position and its pending entries survive
+    (destroying and re-creating it, or XGROUP SETID, would lose them).
+
+    `start_id` matters only when the group is created: `"0"` delivers every entry already in the
+    stream (a work queue filled before its first worker, a rebuild), `"$"` only entries added from
+    now on (a new consumer of a long-lived stream, which must not replay years of history).
 
     Returns:
         True if this call created the group, False if it existed (the BUSYGROUP error is expected

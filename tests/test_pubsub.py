@@ -1,11 +1,13 @@
 """Chapter 03: publishing, the bounded Subscriber, fan-out, what is lost, sharded Pub/Sub, experiments, exercises."""
 
 import json
+import re
 
 import pytest
 import redis
 from redis.exceptions import RedisClusterException
 
+from course_lib.connection import connect
 from course_lib.exercises import evaluate
 from course_lib.exercises import pubsub as checkers
 from course_lib.exercises.solutions import pubsub as solutions
@@ -196,27 +198,60 @@ def test_playground_widget_starts_deterministic_and_publishes_on_click(r):
 
 # -- exercises --------------------------------------------------------------------------------------
 
+def _room_json(room, user, text, **extra):
+    return json.dumps({"room": room, "user": user, "text": text, **extra})
+
+
 def test_room_message_checker_accepts_the_solution(r):
     assert evaluate(checkers.check_room_message, r, solutions.room_message).passed
+
+
+def test_room_message_checker_accepts_an_unusual_correct_answer(r):
+    def raw_command_in_a_pipeline(client, channel, room, user, text):
+        with client.pipeline(transaction=False) as pipe:
+            pipe.execute_command("PUBLISH", channel, json.dumps({"text": text, "user": user, "room": room},
+                                                                ensure_ascii=False, separators=(",", ":")))
+            (receivers,) = pipe.execute()
+        return receivers
+    assert evaluate(checkers.check_room_message, r, raw_command_in_a_pipeline).passed
 
 
 @pytest.mark.parametrize("wrong, hint", [
     (lambda client, channel, room, user, text: client.publish(channel, str({"room": room, "user": user, "text": text})),
      "not JSON"),
     (lambda client, channel, room, user, text: client.publish(
-        channel + ":" + room, json.dumps({"room": room, "user": user, "text": text})), "received nothing"),
-    (lambda client, channel, room, user, text: bool(solutions.room_message(client, channel, room, user, text)),
-     "number of receivers"),
+        channel, f'{{"room": "{room}", "user": "{user}", "text": "{text}"}}'), "not JSON"),
+    (lambda client, channel, room, user, text: client.publish(channel + ":" + room, _room_json(room, user, text)),
+     "exactly the `channel` argument"),
+    (lambda client, channel, room, user, text: bool(client.publish(channel, _room_json(room, user, text))),
+     "it must return"),
     (lambda client, channel, room, user, text: client.publish(channel, json.dumps({"user": user, "text": text})),
      "room, user and text"),
+    (lambda client, channel, room, user, text: client.publish(channel, _room_json(room, user, text, ts=1)),
+     "and nothing else"),
+    (lambda client, channel, room, user, text: [client.publish(channel, _room_json(room, user, text))
+                                                for _ in range(2)][-1], "publish it once"),
+    (lambda client, channel, room, user, text: client.publish(channel, _room_json(room, user, text)) and
+     client.pubsub_numsub(channel)[0][1], "not a count of your own"),
+    (lambda client, channel, room, user, text: (client.publish(channel, _room_json(room, user, text)), 3)[1],
+     "with nobody subscribed"),
+    (lambda client, channel, room, user, text: client.publish(channel, _room_json(room, user, text)) and None,
+     "returned None"),
+    (lambda client, channel, room, user, text: connect().publish(channel, _room_json(room, user, text)),
+     "not the notebook's `r`"),
 ])
 def test_room_message_checker_rejects_wrong_answers(r, wrong, hint):
     outcome = evaluate(checkers.check_room_message, r, wrong)
-    assert outcome.status == "failed" and hint in outcome.hint
+    assert outcome.status == "failed" and hint in outcome.hint, outcome.hint
 
 
 def test_order_pattern_checker_accepts_the_solution(r):
     assert evaluate(checkers.check_order_pattern, r, solutions.order_pattern).passed
+
+
+def test_order_pattern_checker_accepts_an_unusual_correct_answer(r):
+    # re.escape puts a backslash before every glob character; `?*` asks for a non-empty event name
+    assert evaluate(checkers.check_order_pattern, r, lambda prefix: re.escape(prefix) + "orders.?*").passed
 
 
 @pytest.mark.parametrize("wrong, hint", [
@@ -225,10 +260,15 @@ def test_order_pattern_checker_accepts_the_solution(r):
     (lambda prefix: prefix + "*", "also received"),
     (lambda prefix: "*orders.*", "also received"),
     (lambda prefix: prefix + "orders.?????", "missed"),
+    (lambda prefix: prefix + "orders.*", "glob characters"),
+    (lambda prefix: prefix.replace("?", "\\?") + "orders.*", "glob characters"),
+    (lambda prefix: [prefix + "orders.*"], "must return the pattern as a string"),
+    (lambda prefix: None, "returned None"),
+    (lambda prefix: "", "empty string"),
 ])
 def test_order_pattern_checker_rejects_wrong_answers(r, wrong, hint):
     outcome = evaluate(checkers.check_order_pattern, r, wrong)
-    assert outcome.status == "failed" and hint in outcome.hint
+    assert outcome.status == "failed" and hint in outcome.hint, outcome.hint
 
 
 def test_unsolved_exercises_say_not_solved_yet(r):
@@ -237,4 +277,3 @@ def test_unsolved_exercises_say_not_solved_yet(r):
 
     for checker in (checkers.check_room_message, checkers.check_order_pattern):
         assert evaluate(checker, r, stub).status == "not solved yet"
-

@@ -1,5 +1,7 @@
 """Chapter 04: streams, consumer groups, crash recovery and dead letters, against real servers."""
 
+import time
+
 import pytest
 from redis.exceptions import ResponseError
 
@@ -181,70 +183,219 @@ def test_simulator_widget_starts_idle_and_reports_on_run(r):
     assert status.value.startswith("after 30 ticks: 150 produced")
 
 
-def test_exercise_ensure_group(r):
+# -- exercises --------------------------------------------------------------------------------------
+
+def _groups(client, stream):
+    return [group["name"] for group in client.xinfo_groups(stream)] if client.exists(stream) else []
+
+
+def _swallow_busygroup(create):
+    try:
+        create()
+    except ResponseError as error:
+        if not str(error).startswith("BUSYGROUP"):
+            raise
+
+
+def _check_then_create(client, stream, group, start):
+    if group not in _groups(client, stream):
+        client.xgroup_create(stream, group, id=start, mkstream=True)
+
+
+def _destroy_and_recreate(client, stream, group, start):
+    if client.exists(stream):
+        client.xgroup_destroy(stream, group)  # 0 if there was no such group
+    client.xgroup_create(stream, group, id=start, mkstream=True)
+
+
+def _swallow_everything(client, stream, group, start):
+    try:
+        client.xgroup_create(stream, group, id=start, mkstream=True)
+    except ResponseError:
+        pass
+
+
+def _reset_when_it_exists(client, stream, group, start):
+    try:
+        client.xgroup_create(stream, group, id=start, mkstream=True)
+    except ResponseError as error:
+        if not str(error).startswith("BUSYGROUP"):
+            raise
+        client.xgroup_setid(stream, group, start)
+
+
+def test_exercise_ensure_group_accepts_the_reference_and_unusual_correct_answers(r):
     assert evaluate(checkers.check_ensure_group, r, reference.ensure_group).passed
-    guide = evaluate(checkers.check_ensure_group, r, lambda c, s, g: c.xgroup_create(s, g, id="$", mkstream=True))
-    assert guide.status == "failed" and "BUSYGROUP" in guide.hint
 
-    def dollar(client, stream, group):
+    def look_first_but_still_tolerate_the_race(client, stream, group, start):
+        if group not in _groups(client, stream):
+            _swallow_busygroup(lambda: client.xgroup_create(stream, group, id=start, mkstream=True))
+    assert evaluate(checkers.check_ensure_group, r, look_first_but_still_tolerate_the_race).passed
+
+    def course_function(client, stream, group, start):
+        streams.ensure_group(client, stream, group, start_id=start)
+    assert evaluate(checkers.check_ensure_group, r, course_function).passed
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (lambda client, stream, group, start: client.xgroup_create(stream, group, id=start, mkstream=True),
+     "a group that already exists is not an error"),
+    (_destroy_and_recreate, "pending entries instead of 2"),
+    (_check_then_create, "another app server created the group right after your command"),
+    (_swallow_everything, "WRONGTYPE"),
+    (lambda client, stream, group, start: reference.ensure_group(client, stream, group, "0"), "at the `start`"),
+    (lambda client, stream, group, start: reference.ensure_group(client, stream, group, "$"), "at the `start`"),
+    (_reset_when_it_exists, "moved the group's position"),
+    (lambda client, stream, group, start: reference.ensure_group(connect(), stream, group, start),
+     "not the notebook's `r`"),
+])
+def test_exercise_ensure_group_rejects_wrong_answers(r, wrong, hint):
+    outcome = evaluate(checkers.check_ensure_group, r, wrong)
+    assert outcome.status == "failed" and hint in outcome.hint, outcome.hint
+
+
+def _read_new(client, stream, group, consumer, block=500, count=10, **options):
+    return streams.entries(client.xreadgroup(group, consumer, {stream: ">"}, count=count, block=block, **options))
+
+
+def _ack_first(client, stream, group, consumer, handler):
+    handled = 0
+    for entry_id, fields in _read_new(client, stream, group, consumer):
+        client.xack(stream, group, entry_id)
         try:
-            client.xgroup_create(stream, group, id="$", mkstream=True)
-        except ResponseError:
+            handler(fields)
+            handled += 1
+        except Exception:
             pass
-    assert "start the group at id 0" in evaluate(checkers.check_ensure_group, r, dollar).hint
-
-    def swallow_all(client, stream, group):
-        try:
-            client.xgroup_create(stream, group, id="0", mkstream=True)
-        except ResponseError:
-            pass
-    assert "WRONGTYPE" in evaluate(checkers.check_ensure_group, r, swallow_all).hint
+    return handled
 
 
-def test_exercise_ack_after_processing(r):
-    assert evaluate(checkers.check_ack_after_processing, r, reference.ack_after_processing).passed
-
-    def ack_first(client, stream, group, consumer, handler):
-        handled = 0
-        for entry_id, fields in streams.entries(client.xreadgroup(group, consumer, {stream: ">"}, count=10)):
-            client.xack(stream, group, entry_id)
+def _handled_with(read, ack_failed=False, catch=True, result=len):
+    """An answer built from a read and a policy: ack after the handler (also after a failure if `ack_failed`)."""
+    def answer(client, stream, group, consumer, handler):
+        done = []
+        for entry_id, fields in read(client, stream, group, consumer):
             try:
                 handler(fields)
-                handled += 1
+                done.append(entry_id)
             except Exception:
-                pass
-        return handled
-    assert "before their handler ran" in evaluate(checkers.check_ack_after_processing, r, ack_first).hint
+                if not catch:
+                    raise
+            finally:
+                if ack_failed or entry_id in done:
+                    client.xack(stream, group, entry_id)
+        return result(done)
+    return answer
 
-    def stop_at_failure(client, stream, group, consumer, handler):
-        for entry_id, fields in streams.entries(client.xreadgroup(group, consumer, {stream: ">"}, count=10)):
-            handler(fields)
+
+def test_exercise_ack_after_processing_accepts_the_reference_and_a_batched_xack(r):
+    assert evaluate(checkers.check_ack_after_processing, r, reference.ack_after_processing).passed
+
+    def one_xack_for_the_batch(client, stream, group, consumer, handler):
+        done = []
+        for entry_id, fields in _read_new(client, stream, group, consumer, block=200):
+            try:
+                handler(fields)
+            except Exception:
+                continue
+            done.append(entry_id)
+        if done:
+            client.xack(stream, group, *done)
+        return len(done)
+    assert evaluate(checkers.check_ack_after_processing, r, one_xack_for_the_batch).passed
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (_ack_first, "before their handler ran"),
+    (_handled_with(lambda c, s, g, n: _read_new(c, s, g, n, noack=True)), "before their handler ran"),
+    (_handled_with(_read_new, catch=False), "raised RuntimeError"),
+    (_handled_with(_read_new, ack_failed=True), "expected only ['boom']"),
+    (_handled_with(lambda c, s, g, n: _read_new(c, s, g, n, block=0)), "wait forever"),
+    (_handled_with(lambda c, s, g, n: _read_new(c, s, g, n, block=1200)), "block at most 500 ms"),
+    (_handled_with(lambda c, s, g, n: _read_new(c, s, g, n, count=None)), "at most 10 at a time"),
+    (_handled_with(lambda c, s, g, n: streams.entries(c.xreadgroup(g, n, {s: "0"}, count=10))),
+     "the handler completed for []"),
+    (_handled_with(_read_new, result=bool), "got True"),
+    (_handled_with(_read_new, result=lambda done: None), "returned None"),
+    (lambda client, *args: reference.ack_after_processing(connect(), *args), "not the notebook's `r`"),
+])
+def test_exercise_ack_after_processing_rejects_wrong_answers(r, wrong, hint):
+    began = time.monotonic()
+    outcome = evaluate(checkers.check_ack_after_processing, r, wrong)
+    assert outcome.status == "failed" and hint in outcome.hint, outcome.hint
+    assert time.monotonic() - began < 4  # a read blocked forever is cut off
+
+
+def _claimed_pages(client, stream, group, consumer, restart=False, pages=None):
+    cursor, page = "0-0", 0
+    while True:
+        cursor, claimed, *_ = client.xautoclaim(stream, group, consumer, min_idle_time=0,
+                                               start_id="0-0" if restart else cursor, count=100)
+        yield from claimed
+        page += 1
+        if (restart and not claimed) or (not restart and cursor == "0-0") or page == pages:
+            return
+
+
+def _claim_answer(move, claimed=_claimed_pages, max_shift=0, catch=True):
+    """An answer built from a way to claim and a way to move an entry to the dead letters."""
+    def answer(client, stream, group, consumer, dead_stream, max_deliveries, handler):
+        for entry_id, fields in claimed(client, stream, group, consumer):
+            (info,) = client.xpending_range(stream, group, min=entry_id, max=entry_id, count=1)
+            if info["times_delivered"] > max_deliveries + max_shift:
+                move(client, stream, group, dead_stream, entry_id, fields)
+                continue
+            try:
+                handler(fields)
+            except Exception:
+                if not catch:
+                    raise
+                continue
             client.xack(stream, group, entry_id)
-    assert evaluate(checkers.check_ack_after_processing, r, stop_at_failure).status == "failed"
+    return answer
 
 
-def test_exercise_claim_or_dead_letter(r):
+def _in_multi(client, stream, group, dead_stream, entry_id, fields):
+    with client.pipeline(transaction=True) as pipe:
+        pipe.xadd(dead_stream, fields)
+        pipe.xack(stream, group, entry_id)
+        pipe.execute()
+
+
+def _ack_then_add(client, stream, group, dead_stream, entry_id, fields):
+    client.xack(stream, group, entry_id)
+    client.xadd(dead_stream, fields)
+
+
+def _add_then_ack(client, stream, group, dead_stream, entry_id, fields):
+    client.xadd(dead_stream, fields)
+    client.xack(stream, group, entry_id)
+
+
+def test_exercise_claim_or_dead_letter_accepts_the_reference_and_an_unusual_correct_answer(r):
     assert evaluate(checkers.check_claim_or_dead_letter, r, reference.claim_or_dead_letter).passed
 
-    def never_dead(client, stream, group, consumer, dead_stream, max_deliveries, handler):
-        for entry_id, fields in client.xautoclaim(stream, group, consumer, 0, "0-0", count=100)[1]:
-            handler(fields)
-            client.xack(stream, group, entry_id)
-    assert "handled a 4th time" in evaluate(checkers.check_claim_or_dead_letter, r, never_dead).hint
+    def course_dead_letter(client, stream, group, dead_stream, entry_id, fields):
+        streams.dead_letter(client, stream, group, dead_stream, (entry_id, fields), deliveries=0)
+    assert evaluate(checkers.check_claim_or_dead_letter, r, _claim_answer(course_dead_letter)).passed
 
-    def off_by_one(client, stream, group, consumer, dead_stream, max_deliveries, handler):
-        reference.claim_or_dead_letter(client, stream, group, consumer, dead_stream, max_deliveries - 1, handler)
-    assert "expected ['poison']" in evaluate(checkers.check_claim_or_dead_letter, r, off_by_one).hint
 
-    def dead_without_ack(client, stream, group, consumer, dead_stream, max_deliveries, handler):
-        for entry_id, fields in client.xautoclaim(stream, group, consumer, 0, "0-0", count=100)[1]:
-            (info,) = client.xpending_range(stream, group, min=entry_id, max=entry_id, count=1)
-            if info["times_delivered"] > max_deliveries:
-                client.xadd(dead_stream, fields)
-                continue
-            handler(fields)
-            client.xack(stream, group, entry_id)
-    assert "still pending" in evaluate(checkers.check_claim_or_dead_letter, r, dead_without_ack).hint
+@pytest.mark.parametrize("wrong, hint", [
+    (_claim_answer(_in_multi, max_shift=10**6), "handled a 4th time"),
+    (_claim_answer(_in_multi, max_shift=-1), "expected ['poison']"),
+    (_claim_answer(lambda client, stream, group, dead, entry_id, fields: client.xadd(dead, fields)),
+     "expected only ['boom']"),
+    (_claim_answer(_ack_then_add), "neither pending nor dead-lettered nor handled: it is lost"),
+    (_claim_answer(_add_then_ack), "both in the dead-letter stream and pending"),
+    (_claim_answer(_in_multi, claimed=lambda *args: _claimed_pages(*args, pages=1)), "only 100 were handled"),
+    (_claim_answer(_in_multi, claimed=lambda *args: _claimed_pages(*args, restart=True)),
+     "claimed again within the same call"),
+    (_claim_answer(_in_multi, catch=False), "raised RuntimeError"),
+    (lambda client, *args: reference.claim_or_dead_letter(connect(), *args), "not the notebook's `r`"),
+])
+def test_exercise_claim_or_dead_letter_rejects_wrong_answers(r, wrong, hint):
+    outcome = evaluate(checkers.check_claim_or_dead_letter, r, wrong)
+    assert outcome.status == "failed" and hint in outcome.hint, outcome.hint
 
 
 def test_unsolved_exercises_say_so(r):

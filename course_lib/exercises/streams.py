@@ -6,57 +6,153 @@ and `{ex}:<name>:dead` (dead-letter streams). `evaluate` deletes them before and
 
 from __future__ import annotations
 
+import time
+
+import redis
 from redis.exceptions import ResponseError
 
-from course_lib.exercises import ExerciseFailed, exercise_prefix
+from course_lib.exercises import ExerciseFailed, exercise_prefix, returned
+from course_lib.exercises.adversary import Adversary, SimulatedCrash, every_crash
+from course_lib.keys import delete_prefix
 from course_lib.streams import entries
 
+BLOCK_BOUND = 0.95  # seconds: the ack exercise may block 500 ms; a machine under load adds a little
+SOCKET_BOUND = 1.5  # seconds: a read still blocked after this long is cut off (BLOCK 0 waits forever)
+ROUND_TRIP_BOUND = 3000  # the claim exercise's largest backlog needs about 500; a loop that never ends hits this
 
-def _pending_ids(client, stream: str, group: str) -> list[str]:
-    return [item["message_id"] for item in client.xpending_range(stream, group, min="-", max="+", count=100)]
+
+def _pending(client, stream: str, group: str) -> dict[str, dict]:
+    """Pending entries by id: consumer and times_delivered (XPENDING, extended form, every page)."""
+    found: dict[str, dict] = {}
+    start = "-"
+    while page := client.xpending_range(stream, group, min=start, max="+", count=500):
+        found.update((item["message_id"], item) for item in page)
+        start = "(" + page[-1]["message_id"]
+    return found
+
+
+def _group(client, stream: str, name: str) -> dict | None:
+    return next((group for group in client.xinfo_groups(stream) if group["name"] == name), None)
+
+
+def _bounded_client(client) -> redis.Redis:
+    """A client of the same server whose reads give up after SOCKET_BOUND seconds, without retrying."""
+    settings = {**client.connection_pool.connection_kwargs, "socket_timeout": SOCKET_BOUND, "retry": None}
+    return redis.Redis(connection_pool=redis.ConnectionPool(**settings))
+
+
+def _create_quietly(other, stream: str, group: str, start: str) -> None:
+    """The other app server's own idempotent creation (it tolerates the learner's group)."""
+    try:
+        other.xgroup_create(stream, group, id=start, mkstream=True)
+    except ResponseError as error:
+        if not str(error).startswith("BUSYGROUP"):
+            raise
+
+
+def _call_ensure(solution, client, stream: str, group: str, start: str, when: str):
+    try:
+        return solution(client, stream, group, start)
+    except ResponseError as error:
+        if str(error).startswith("BUSYGROUP"):
+            raise ExerciseFailed(f"{when}, your function raised `{error}`: a group that already exists is not an "
+                                 "error for this function") from None
+        raise
 
 
 def check_ensure_group(client, solution) -> None:
     """Idempotent group creation
 
-    `solution(client, stream, group)` makes sure consumer group `group` exists on `stream`: it creates
-    the stream if there is none, delivers the entries already in the stream, and can be called again
-    (on every restart of a worker) without an error.
+    `solution(client, stream, group, start)` makes sure consumer group `group` exists on `stream`,
+    through `client`: if there is none it creates it at `start` (`"0"`: deliver the entries already
+    in the stream; `"$"`: only entries added from now on), creating an empty stream if there is no
+    key. It is called on every start of every worker, so it must be idempotent: a group that already
+    exists is left exactly as it is (its position and its pending entries survive), another app
+    server creating the same group at the same moment is not an error, and every other error
+    (WRONGTYPE, for instance) reaches the caller.
     """
     prefix = exercise_prefix(check_ensure_group) + "{ex}:"
+
+    # An empty keyspace: the stream is created with the group.
     fresh = prefix + "fresh"
-    solution(client, fresh, "mailer")
-    if client.type(fresh) != "stream":
-        raise ExerciseFailed("the stream does not exist after the first call: create it with the group (MKSTREAM)")
-    try:
-        solution(client, fresh, "mailer")
-    except ResponseError as error:
-        raise ExerciseFailed(f"the second call raised `{error}`: catch BUSYGROUP (and only BUSYGROUP)") from None
-    if [group["name"] for group in client.xinfo_groups(fresh)] != ["mailer"]:
-        raise ExerciseFailed("expected exactly one group named 'mailer' on the stream")
-    existing = prefix + "existing"
-    client.xadd(existing, {"order": "41"})
-    solution(client, existing, "mailer")
-    if not entries(client.xreadgroup("mailer", "checker", {existing: ">"}, count=10)):
-        raise ExerciseFailed("an order added before the group existed was never delivered: start the group at id 0, "
-                             "not at '$' (which means 'only entries added from now on')")
+    with Adversary(client) as adversary:
+        _call_ensure(solution, adversary.client, fresh, "mailer", "0", "on a new stream")
+        adversary.require_used()
+    if client.type(fresh) != "stream" or _group(client, fresh, "mailer") is None:
+        raise ExerciseFailed("after the first call there is no stream with the group 'mailer': the key did not exist, "
+                             "so the group's creation must create the (empty) stream too")
+
+    # A stream with history: "0" delivers it, "$" does not (and both deliver what comes next).
+    for start, expected in (("0", ["41", "42", "43"]), ("$", ["43"])):
+        stream = prefix + ("history" if start == "0" else "recent")
+        for order in ("41", "42"):
+            client.xadd(stream, {"order": order})
+        _call_ensure(solution, client, stream, "mailer", start, "on a stream without groups")
+        client.xadd(stream, {"order": "43"})
+        reply = client.xreadgroup("mailer", "checker", {stream: ">"}, count=10)
+        got = [fields["order"] for _, fields in entries(reply)]
+        if got != expected:
+            raise ExerciseFailed(f"created with start={start!r} on a stream holding orders 41 and 42, the group "
+                                 f"delivered {got} once 43 was added, expected {expected}: create the group at the "
+                                 "`start` it is given")
+
+    # The group exists, with a position and a pending entry: a worker restarts and calls again.
+    stream = prefix + "running"
+    client.xgroup_create(stream, "mailer", id="0", mkstream=True)
+    ids = [client.xadd(stream, {"order": str(n)}) for n in range(3)]
+    client.xreadgroup("mailer", "worker-1", {stream: ">"}, count=2)  # 2 delivered, unacknowledged
+    for start in ("0", "$"):
+        _call_ensure(solution, client, stream, "mailer", start, "on a group that already existed")
+        group, pending = _group(client, stream, "mailer"), _pending(client, stream, "mailer")
+        if group is None:
+            raise ExerciseFailed("calling it on a group that already existed removed the group")
+        if sorted(pending) != ids[:2]:
+            raise ExerciseFailed(f"calling it again on a running group left {len(pending)} pending entries instead of 2: "
+                                 "the group was destroyed or reset, and a crashed worker's entries with it. An "
+                                 "existing group must be left as it is")
+        if group["last-delivered-id"] != ids[1]:
+            raise ExerciseFailed(f"calling it again (start={start!r}) moved the group's position: entries would be "
+                                 "delivered twice or skipped. An existing group must be left as it is")
+
+    # Check-then-create: another app server creates the group between the learner's commands.
+    race = prefix + "race"
+
+    def race_setup() -> None:
+        delete_prefix(client, race)
+        client.xadd(race, {"order": "1"})
+
+    race_setup()
+    with Adversary(client) as counting:
+        counting.after(race, lambda other: None, at=10**6)  # counts the learner's commands on the stream
+        solution(counting.client, race, "mailer", "0")
+        touches = counting.touches(race)
+    for at in range(1, touches + 1):
+        race_setup()
+        with Adversary(client) as adversary:
+            adversary.after(race, lambda other: _create_quietly(other, race, "mailer", "0"), at=at)
+            _call_ensure(solution, adversary.client, race, "mailer", "0",
+                         f"when another app server created the group right after your command {at} on the stream "
+                         "(a check before creating cannot see what happens after it)")
+
+    # Any other error must reach the caller.
     not_a_stream = prefix + "not-a-stream"
     client.set(not_a_stream, "a string")
     try:
-        solution(client, not_a_stream, "mailer")
+        solution(client, not_a_stream, "mailer", "0")
     except ResponseError:
         return
-    raise ExerciseFailed("creating a group on a key holding a string returned quietly: swallow only the BUSYGROUP "
-                         "error, let every other error (here WRONGTYPE) reach the caller")
+    raise ExerciseFailed("creating a group on a key holding a string returned quietly: only the 'group already "
+                         "exists' error is expected; every other error (here WRONGTYPE) must reach the caller")
 
 
 def check_ack_after_processing(client, solution) -> None:
     """Acknowledge only after the work is done
 
     `solution(client, stream, group, consumer, handler)` reads up to 10 new entries for `consumer`
-    (block at most 500 ms) and calls `handler(fields)` for each; it acknowledges an entry only once
-    its handler has returned. If a handler raises, that entry stays pending and the others go on.
-    Returns how many entries were handled.
+    (XREADGROUP ... >, through `client`), waiting at most 500 ms when there is nothing new, and calls
+    `handler(fields)` for each; it acknowledges an entry only once its handler has returned. If a
+    handler raises, that entry stays pending and the others go on. Returns how many entries were
+    handled, an int (0 when there was nothing new).
     """
     stream = exercise_prefix(check_ack_after_processing) + "{ex}:orders"
     client.xgroup_create(stream, "mailer", id="0", mkstream=True)
@@ -66,57 +162,167 @@ def check_ack_after_processing(client, solution) -> None:
 
     def handler(fields):
         name = fields["order"]
-        if ids[name] not in _pending_ids(client, stream, "mailer"):
+        if ids.get(name) not in _pending(client, stream, "mailer"):
             acked_early.append(name)
         if name == "boom":
             raise RuntimeError("the mail server refused order boom")
         handled.append(name)
 
-    returned = solution(client, stream, "mailer", "worker-1", handler)
-    if acked_early:
-        raise ExerciseFailed(f"orders {acked_early} were acknowledged before their handler ran: a crash during the "
-                             "work would lose them. XACK after the handler returns (and never read with NOACK)")
-    if sorted(handled) != ["a", "b", "c"]:
-        raise ExerciseFailed(f"the handler completed for {sorted(handled)}, expected ['a', 'b', 'c']: call it for "
-                             "every entry, and keep going when one raises")
-    pending = _pending_ids(client, stream, "mailer")
-    if pending != [ids["boom"]]:
-        names = sorted(name for name, entry_id in ids.items() if entry_id in pending)
-        raise ExerciseFailed(f"pending afterwards: {names}, expected only ['boom']: XACK each entry whose handler "
-                             "returned, and leave the failed one unacknowledged")
-    if returned != 3:
-        raise ExerciseFailed(f"return how many entries were handled (3), got {returned!r}")
+    bounded = _bounded_client(client)
+    try:
+        with Adversary(bounded) as adversary:
+            got = solution(adversary.client, stream, "mailer", "worker-1", handler)
+            adversary.require_used()
+        if acked_early:
+            raise ExerciseFailed(f"orders {acked_early} were acknowledged before their handler ran: a crash during the "
+                                 "work would lose them. Acknowledge after the handler returns (and never read with NOACK)")
+        if sorted(handled) != ["a", "b", "c"]:
+            raise ExerciseFailed(f"the handler completed for {sorted(handled)}, expected ['a', 'b', 'c']: call it for "
+                                 "every new entry, and keep going when one raises")
+        pending = _pending(client, stream, "mailer")
+        if list(pending) != [ids["boom"]]:
+            names = sorted(name for name, entry_id in ids.items() if entry_id in pending)
+            raise ExerciseFailed(f"pending afterwards: {names}, expected only ['boom']: acknowledge each entry whose "
+                                 "handler returned, and leave the failed one unacknowledged")
+        if returned(got, int, "how many entries were handled, an int") != 3 or isinstance(got, bool):
+            raise ExerciseFailed(f"return how many entries were handled (3 here), got {got!r}")
+
+        # A burst of 12: one call handles at most 10, the rest wait for the next call.
+        handled.clear()
+        for n in range(12):
+            ids[f"burst-{n}"] = client.xadd(stream, {"order": f"burst-{n}"})
+        got = solution(bounded, stream, "mailer", "worker-1", handler)
+        if len(handled) != 10 or got != 10:
+            raise ExerciseFailed(f"with 12 new entries one call handled {len(handled)} and returned {got!r}: read at "
+                                 "most 10 at a time (COUNT), so one call's work stays bounded")
+        client.xreadgroup("mailer", "checker", {stream: ">"}, count=10)  # nothing new is left after this
+
+        # Nothing new: the call waits at most 500 ms, then returns 0.
+        began = time.monotonic()
+        try:
+            got = solution(bounded, stream, "mailer", "worker-1", handler)
+        except redis.TimeoutError:
+            raise ExerciseFailed(f"with nothing new your read was still waiting after {SOCKET_BOUND:g} s (the checker "
+                                 "cut it off): BLOCK 0 means 'wait forever'; bound the wait to at most 500 ms") from None
+        waited = time.monotonic() - began
+        if waited > BLOCK_BOUND:
+            raise ExerciseFailed(f"with nothing new your function waited {waited:.1f} s: block at most 500 ms")
+        if got != 0 or isinstance(got, bool):
+            raise ExerciseFailed(f"with nothing new your function returned {got!r}: return 0, the number handled")
+    finally:
+        bounded.close()
+
+
+def _claim_setup(client, stream: str, group: str, names: list[str], delivered: dict[str, int]) -> dict:
+    """A group whose entries `names` a crashed worker holds, each delivered `delivered.get(name, 1)` times.
+
+    Deletes every key starting with `stream` first (its dead-letter stream `<stream>:dead` too).
+    """
+    delete_prefix(client, stream)
+    client.xgroup_create(stream, group, id="0", mkstream=True)
+    with client.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.xadd(stream, {"order": name})
+        ids = dict(zip(names, pipe.execute()))
+    if names:
+        client.xreadgroup(group, "crashed-worker", {stream: ">"}, count=len(names))  # each delivered once, never acked
+    for name, times in delivered.items():  # earlier rescues that failed
+        for _ in range(times - 1):
+            client.xclaim(stream, group, "crashed-worker", 0, [ids[name]])
+    return ids
+
+
+def _dead_orders(client, dead: str) -> list[str]:
+    return sorted(fields.get("order", "?") for _, fields in client.xrange(dead, "-", "+")) if client.exists(dead) else []
+
+
+def _claim_bounded(client, solution, stream: str, dead: str, handler, backlog: int) -> None:
+    """Run the claim solution, cut off (with a hint) if it has not stopped after ROUND_TRIP_BOUND round trips."""
+    with Adversary(client, crash_after=ROUND_TRIP_BOUND) as adversary:
+        try:
+            solution(adversary.client, stream, "mailer", "rescuer", dead, 3, handler)
+        except SimulatedCrash:
+            raise ExerciseFailed(f"with {backlog} entries pending your function sent {ROUND_TRIP_BOUND} round trips "
+                                 "and had not stopped: an entry claimed with min idle time 0 can be claimed again at "
+                                 "once, so follow the cursor to 0-0 instead of starting over") from None
+        adversary.require_used()
 
 
 def check_claim_or_dead_letter(client, solution) -> None:
     """Claim, retry, dead-letter
 
     `solution(client, stream, group, consumer, dead_stream, max_deliveries, handler)` claims every
-    pending entry of `group` (XAUTOCLAIM, min idle time 0). An entry that has now been delivered more
-    than `max_deliveries` times is added to `dead_stream` (its fields) and acknowledged, without
-    calling `handler`; the others go to `handler(fields)` and are acknowledged when it returns.
+    pending entry of `group` for `consumer` (XAUTOCLAIM with min idle time 0, following its cursor:
+    one call returns at most one page of COUNT entries). An entry that has now been delivered more
+    than `max_deliveries` times is moved to `dead_stream` (with its fields) without calling `handler`:
+    the copy and its acknowledgement happen together, so a crash between two commands can neither
+    lose the entry nor leave it both dead-lettered and pending. The others go to `handler(fields)`
+    and are acknowledged once it returns; an entry whose handler raises stays pending and the others
+    go on. Every entry is claimed once per call; with nothing pending the call does nothing.
     """
     prefix = exercise_prefix(check_claim_or_dead_letter) + "{ex}:"
-    stream, dead, group = prefix + "orders", prefix + "orders:dead", "mailer"
-    client.xgroup_create(stream, group, id="0", mkstream=True)
-    ids = {name: client.xadd(stream, {"order": name}) for name in ("fresh", "twice", "poison")}
-    client.xreadgroup(group, "crashed-worker", {stream: ">"}, count=10)  # each delivered once, never acked
-    # earlier rescues that failed: "twice" has now been delivered 2 times, "poison" 3 times
-    for name in ("twice", "poison", "poison"):
-        client.xclaim(stream, group, "crashed-worker", 0, [ids[name]])
+    stream, dead = prefix + "orders", prefix + "orders:dead"
+    names = ["fresh", "twice", "poison", "boom"]
     handled: list[str] = []
-    solution(client, stream, group, "rescuer", dead, 3, lambda fields: handled.append(fields["order"]))
-    dead_orders = sorted(fields.get("order", "?") for _, fields in client.xrange(dead, "-", "+")) \
-        if client.exists(dead) else []
+
+    def handler(fields):
+        if fields.get("order") == "boom":
+            raise RuntimeError("the mail server refused order boom")
+        handled.append(fields["order"])
+
+    # Nothing pending: the call returns without writing anything.
+    _claim_setup(client, stream, "mailer", [], {})
+    _claim_bounded(client, solution, stream, dead, handler, 0)
+    if handled or client.exists(dead):
+        raise ExerciseFailed("with nothing pending the function handled or dead-lettered something")
+
+    # "twice" was delivered 2 times before, "poison" 3 times: this claim makes it 4 > max_deliveries 3.
+    ids = _claim_setup(client, stream, "mailer", names, {"twice": 2, "poison": 3})
+    _claim_bounded(client, solution, stream, dead, handler, len(names))
+    dead_orders, pending = _dead_orders(client, dead), _pending(client, stream, "mailer")
     if "poison" in handled:
         raise ExerciseFailed("the entry delivered 3 times before was handled a 4th time: once the claim makes its "
                              "delivery count exceed max_deliveries (see XPENDING's times_delivered), dead-letter it")
+    if "boom" in dead_orders or pending.get(ids["boom"], {}).get("times_delivered", 2) != 2:
+        raise ExerciseFailed("the entry whose handler raised (delivered once before) was claimed again within the "
+                             "same call: claim each entry once per call, following the cursor")
     if dead_orders != ["poison"]:
         raise ExerciseFailed(f"the dead-letter stream holds {dead_orders}, expected ['poison']: only entries now "
                              "delivered MORE than max_deliveries times go there, with their fields")
     if sorted(handled) != ["fresh", "twice"]:
         raise ExerciseFailed(f"handled {sorted(handled)}, expected ['fresh', 'twice']: claim every pending entry "
-                             "(min idle time 0, start at 0-0) and pass each one still under the limit to handler")
-    left = client.xpending(stream, group)["pending"]
-    if left:
-        raise ExerciseFailed(f"{left} entries are still pending: acknowledge handled entries and dead-lettered ones")
+                             "(min idle time 0) and pass each one still under the limit to the handler; keep going "
+                             "when one raises")
+    left = sorted(name for name, entry_id in ids.items() if entry_id in pending)
+    if left != ["boom"]:
+        raise ExerciseFailed(f"pending afterwards: {left}, expected only ['boom'] (its handler raised): acknowledge "
+                             "the handled entries and the dead-lettered one, and only those")
+
+    # A backlog larger than one XAUTOCLAIM page (100 by default): the cursor must be followed to the end.
+    backlog = [f"order-{n}" for n in range(250)] + ["boom"]
+    _claim_setup(client, stream, "mailer", backlog, {})
+    handled.clear()
+    _claim_bounded(client, solution, stream, dead, handler, len(backlog))
+    if len(handled) != len(backlog) - 1:
+        raise ExerciseFailed(f"with {len(backlog)} entries pending only {len(handled)} were handled: XAUTOCLAIM returns "
+                             "one page at a time; call it again from the cursor it returns until that is 0-0")
+    if _dead_orders(client, dead):
+        raise ExerciseFailed("with a backlog, entries were dead-lettered that had not been delivered too often: "
+                             "claim each entry once per call")
+
+    # The crash: after every round trip, each entry must be handled, pending, or dead-lettered, and only one of these.
+    def setup() -> None:
+        handled.clear()
+        ids.update(_claim_setup(client, stream, "mailer", names, {"twice": 2, "poison": 3}))
+
+    def invariant() -> str | None:
+        pending, dead_orders = _pending(client, stream, "mailer"), _dead_orders(client, dead)
+        for name, entry_id in ids.items():
+            if entry_id in pending and name in dead_orders:
+                return f"left order {name!r} both in the dead-letter stream and pending: it would be dead-lettered again"
+            if entry_id not in pending and name not in dead_orders and name not in handled:
+                return f"left order {name!r} neither pending nor dead-lettered nor handled: it is lost"
+        return None
+
+    every_crash(client, setup, lambda learner: solution(learner, stream, "mailer", "rescuer", dead, 3, handler),
+                invariant, "moving an entry to the dead letters")

@@ -11,5 +11,7 @@ def room_message(client, channel, room, user, text):
 
 
 def order_pattern(prefix):
-    """The prefix, `orders.` literally, then `*` for any event name."""
-    return f"{prefix}orders.*"
+    """The prefix with its glob characters escaped (a backslash makes the next character literal),
+    `orders.` literally, then `*` for any event name."""
+    literal = "".join("\\" + char if char in "*?[]\\" else char for char in prefix)
+    return f"{literal}orders.*"

@@ -1,8 +1,12 @@
 """Chapter 02: caching patterns, experiments and exercise checkers, against real servers and a real SQLite database."""
 
+import functools
 import json
 import random
+import re
+import secrets
 import threading
+import time
 
 import pytest
 import redis
@@ -11,7 +15,8 @@ from course_lib import caching
 from course_lib.caching import (TrackingCache, cache_aside, cache_aside_locked, jittered_ttl, release_lock, store,
                                 update_then_invalidate, write_through)
 from course_lib.concurrency import run_together
-from course_lib.exercises import ExerciseFailed, evaluate
+from course_lib.connection import connect
+from course_lib.exercises import evaluate
 from course_lib.exercises import caching as checkers
 from course_lib.exercises.solutions import caching as solutions
 from course_lib.experiments import caching as experiments
@@ -314,89 +319,371 @@ def unsolved(*args):
     raise NotImplementedError
 
 
-def test_negative_caching_checker(r):
-    check = checkers.check_negative_caching
-    assert evaluate(check, r, solutions.get_cached).passed
-    assert evaluate(check, r, unsolved).status == "not solved yet"
-
-    def guide_style(client, cache_key, load):
-        cached = client.get(cache_key)
-        if cached:
-            return json.loads(cached)
-        value = load()
-        if value is None:
-            return None
-        client.set(cache_key, json.dumps(value), ex=3600)
-        return value
-
-    def no_expiry(client, cache_key, load):
-        cached = client.get(cache_key)
-        if cached is not None:
-            return json.loads(cached)
-        value = load()
-        client.set(cache_key, json.dumps(value))
-        return value
-
-    outcome = evaluate(check, r, guide_style)
-    assert outcome.status == "failed" and "missing row" in outcome.hint
-    assert "expiry" in evaluate(check, r, no_expiry).hint
-    assert r.exists(checkers.exercise_prefix(check) + "user:1") == 0
+@functools.cache
+def notebook_r():
+    """What a learner's global `r` is: a client the checker does not watch."""
+    return connect()
 
 
-def test_prefix_invalidation_checker(r):
-    check = checkers.check_prefix_invalidation
-    assert evaluate(check, r, solutions.invalidate_prefix).passed
-
-    def with_keys(client, prefix):
-        names = client.keys(prefix + "*")
-        return client.delete(*names) if names else 0
-
-    def one_batch(client, prefix):
-        _, names = client.scan(0, match=prefix + "*", count=100)
-        return client.delete(*names) if names else 0
-
-    def too_broad(client, prefix):
-        names = list(client.scan_iter(match=prefix.rstrip(":") + "*", count=500))
-        return client.delete(*names)
-
-    assert "KEYS" in evaluate(check, r, with_keys).hint
-    assert "survived" in evaluate(check, r, one_batch).hint
-    assert "outside the prefix" in evaluate(check, r, too_broad).hint
+def failed_with(check, solution, phrase):
+    outcome = evaluate(check, notebook_r(), solution)
+    assert outcome.status == "failed" and phrase in outcome.hint, outcome.hint
 
 
-def test_stampede_lock_checker(r):
-    check = checkers.check_stampede_lock
-    assert evaluate(check, r, solutions.get_cached_once).passed
-    assert evaluate(check, r, unsolved).status == "not solved yet"
+def test_reference_solutions_pass_and_stubs_are_not_solved_yet(r):
+    for check, solution in ((checkers.check_negative_caching, solutions.get_cached),
+                            (checkers.check_prefix_invalidation, solutions.invalidate_prefix),
+                            (checkers.check_stampede_lock, solutions.get_cached_once)):
+        assert evaluate(check, r, solution).passed, evaluate(check, r, solution).hint
+        assert evaluate(check, r, unsolved).status == "not solved yet"
+    assert r.exists(checkers.exercise_prefix(checkers.check_negative_caching) + "user:1") == 0
 
-    def plain(client, cache_key, load):
+
+# Wrong answers to "cache a missing row too", each with the phrase its hint must contain.
+
+def guide_style(client, cache_key, load):  # the guide: `if cached`, and nothing cached for a missing row
+    cached = client.get(cache_key)
+    if cached:
+        return json.loads(cached)
+    value = load()
+    if value is None:
+        return None
+    client.set(cache_key, json.dumps(value), ex=3600)
+    return value
+
+
+def same_ttl_for_a_miss(client, cache_key, load):
+    cached = client.get(cache_key)
+    if cached is not None:
+        return json.loads(cached)
+    value = load()
+    client.set(cache_key, json.dumps(value), ex=300)
+    return value
+
+
+def separate_expire(client, cache_key, load):
+    cached = client.get(cache_key)
+    if cached is not None:
+        return json.loads(cached)
+    value = load()
+    client.set(cache_key, json.dumps(value))
+    client.expire(cache_key, 30 if value is None else 300)  # a crash before this line: cached for ever
+    return value
+
+
+def falsy_is_a_miss(client, cache_key, load):
+    cached = client.get(cache_key)
+    if cached is not None:
+        return json.loads(cached)
+    value = load()
+    client.set(cache_key, json.dumps(value), ex=300 if value else 30)  # 0, "" and [] get the miss's TTL
+    return value
+
+
+def falsy_hit_reloads(client, cache_key, load):
+    cached = client.get(cache_key)
+    if cached is not None and (json.loads(cached) or cached == "null"):  # a cached 0 or "" counts as a miss
+        return json.loads(cached)
+    value = load()
+    client.set(cache_key, json.dumps(value), ex=30 if value is None else 300)
+    return value
+
+
+def raw_text_on_a_hit(client, cache_key, load):
+    cached = client.get(cache_key)
+    if cached is not None:
+        return cached
+    value = load()
+    client.set(cache_key, json.dumps(value), ex=30 if value is None else 300)
+    return value
+
+
+def no_expiry(client, cache_key, load):
+    cached = client.get(cache_key)
+    if cached is not None:
+        return json.loads(cached)
+    value = load()
+    client.set(cache_key, json.dumps(value))
+    return value
+
+
+def repr_not_json(client, cache_key, load):
+    import ast
+
+    cached = client.get(cache_key)
+    if cached is not None:
+        return ast.literal_eval(cached)
+    value = load()
+    client.set(cache_key, repr(value), ex=30 if value is None else 300)
+    return value
+
+
+def uses_the_notebook_r(client, cache_key, load):
+    return solutions.get_cached(notebook_r(), cache_key, load)
+
+
+@pytest.mark.parametrize("solution, phrase", [
+    (guide_style, "a missing row reached the database 3 times"),
+    (same_ttl_for_a_miss, "much shorter time"),
+    (separate_expire, "died right after round trip 2 of 3 (SET) and left"),
+    (falsy_is_a_miss, "got the short TTL of a missing row"),
+    (falsy_hit_reloads, "loaded 2 times in 2 calls"),
+    (raw_text_on_a_hit, "decode the JSON"),
+    (no_expiry, "has no expiry"),
+    (repr_not_json, "as JSON"),
+    (uses_the_notebook_r, "not the notebook's `r`"),
+])
+def test_negative_caching_checker_rejects(solution, phrase):
+    failed_with(checkers.check_negative_caching, solution, phrase)
+
+
+def negative_caching_in_a_transaction(client, cache_key, load):
+    """Unusual but right: SET and PEXPIRE in one MULTI/EXEC (one round trip, both or neither), with jitter."""
+    cached = client.get(cache_key)
+    if cached is not None:
+        return json.loads(cached)
+    value = load()
+    ttl_ms = jittered_ttl(20 if value is None else 600, 0.2)
+    with client.pipeline(transaction=True) as pipe:
+        pipe.set(cache_key, json.dumps(value)).pexpire(cache_key, ttl_ms).execute()
+    return value
+
+
+def test_negative_caching_checker_accepts_an_unusual_right_answer(r):
+    assert evaluate(checkers.check_negative_caching, r, negative_caching_in_a_transaction).passed
+
+
+# Wrong answers to "invalidate a prefix without KEYS".
+
+def with_keys(client, prefix):
+    names = client.keys(prefix + "*")
+    return client.delete(*names) if names else 0
+
+
+def one_giant_scan(client, prefix):
+    if not prefix:
+        raise ValueError("empty")
+    _, names = client.scan(0, match=prefix + "*", count=10_000_000)
+    return client.unlink(*names) if names else 0
+
+
+def one_batch(client, prefix):
+    _, names = client.scan(0, match=prefix + "*", count=100)
+    return client.delete(*names) if names else 0
+
+
+def too_broad(client, prefix):
+    names = list(client.scan_iter(match=prefix.rstrip(":") + "*", count=500))
+    return client.delete(*names)
+
+
+def one_unlink_per_key(client, prefix):
+    if not prefix:
+        raise ValueError("empty")
+    return sum(client.unlink(name) for name in client.scan_iter(match=prefix + "*", count=500))
+
+
+def pattern_characters_unescaped(client, prefix):
+    if not prefix:
+        raise ValueError("empty")
+    deleted, cursor = 0, 0
+    while True:
+        cursor, names = client.scan(cursor, match=prefix + "*", count=500)
+        deleted += client.unlink(*names) if names else 0
+        if cursor == 0:
+            return deleted
+
+
+def empty_prefix_accepted(client, prefix):
+    pattern = re.sub(r"([*?\[\]\\])", r"\\\1", prefix) + "*"
+    deleted, cursor = 0, 0
+    while True:
+        cursor, names = client.scan(cursor, match=pattern, count=500)
+        deleted += client.unlink(*names) if names else 0
+        if cursor == 0:
+            return deleted
+
+
+def no_return(client, prefix):
+    solutions.invalidate_prefix(client, prefix)
+
+
+def invalidates_with_the_notebook_r(client, prefix):
+    return solutions.invalidate_prefix(notebook_r(), prefix)
+
+
+@pytest.mark.parametrize("solution, phrase", [
+    (with_keys, "KEYS was called"),
+    (one_giant_scan, "COUNT 10000000"),
+    (one_batch, "keep calling SCAN until the cursor is 0"),
+    (too_broad, "keys outside the prefix were deleted"),
+    (one_unlink_per_key, "one per key"),
+    (pattern_characters_unescaped, "pattern characters"),
+    (empty_prefix_accepted, "given an empty prefix your function sent a command"),
+    (no_return, "returned None"),
+    (invalidates_with_the_notebook_r, "not the notebook's `r`"),
+])
+def test_prefix_invalidation_checker_rejects(solution, phrase):
+    failed_with(checkers.check_prefix_invalidation, solution, phrase)
+
+
+def filter_in_python(client, prefix):
+    """Unusual but right: SCAN without MATCH, the prefix compared in Python (no pattern to escape), DEL per page."""
+    if not prefix:
+        raise ValueError("an empty prefix names every key")
+    deleted, cursor = 0, 0
+    while True:
+        cursor, names = client.scan(cursor, count=200)
+        mine = [name for name in names if name.startswith(prefix)]
+        deleted += client.delete(*mine) if mine else 0
+        if cursor == 0:
+            return deleted
+
+
+@pytest.mark.parametrize("solution", [filter_in_python, delete_prefix])  # delete_prefix refuses pattern characters
+def test_prefix_invalidation_checker_accepts_unusual_right_answers(r, solution):
+    assert evaluate(checkers.check_prefix_invalidation, r, solution).passed
+
+
+# Wrong answers to "one query for many concurrent misses".
+
+def no_lock(client, cache_key, load):
+    return solutions.get_cached(client, cache_key, load)
+
+
+IN_PROCESS = threading.Lock()
+
+
+def in_process_lock(client, cache_key, load):
+    with IN_PROCESS:  # one lock per app server: the other processes load too
         return solutions.get_cached(client, cache_key, load)
 
-    def lock_never_released(client, cache_key, load):
+
+def locked(take, release, recheck=True, wait=2.0, store_ttl=300, on_timeout=None):
+    """A cache-aside with a lock, built from parts so that each wrong answer changes one part."""
+
+    def get(client, cache_key, load):
+        lock_key, token = cache_key + ":lock", secrets.token_hex(8)
+        deadline = None if wait is None else time.monotonic() + wait
         while True:
             hit = client.get(cache_key)
             if hit is not None:
                 return json.loads(hit)
-            if client.set(cache_key + ":lock", "1", nx=True):
-                value = load()
-                client.set(cache_key, json.dumps(value), ex=300)
-                return value
+            if take(client, lock_key, token):
+                try:
+                    hit = client.get(cache_key) if recheck else None
+                    if hit is not None:
+                        return json.loads(hit)
+                    value = load()
+                    client.set(cache_key, json.dumps(value), ex=store_ttl)
+                    return value
+                finally:
+                    release(client, lock_key, token)
+            if deadline is not None and time.monotonic() > deadline:
+                if on_timeout:
+                    on_timeout(client, lock_key)
+                return load()
+            time.sleep(0.005)
 
-    assert "ran the query" in evaluate(check, r, plain).hint
-    assert "release the lock" in evaluate(check, r, lock_never_released).hint
+    return get
 
 
-def test_stampede_lock_checker_reports_callers_that_never_return(r):
-    release = threading.Event()
+def take_px(client, lock_key, token):
+    return client.set(lock_key, token, nx=True, px=10_000)
 
-    def waits_for_ever(client, cache_key, load):
-        release.wait(timeout=60)  # stuck until the test lets it go
 
+def take_without_ttl(client, lock_key, token):
+    return client.set(lock_key, token, nx=True)
+
+
+def take_then_expire(client, lock_key, token):
+    if client.set(lock_key, token, nx=True):
+        client.pexpire(lock_key, 10_000)  # a crash before this line: a lock for ever
+        return True
+    return False
+
+
+def release_own(client, lock_key, token):
+    release_lock(client, lock_key, token)
+
+
+def release_with_del(client, lock_key, token):
+    client.delete(lock_key)
+
+
+def release_get_then_del(client, lock_key, token):
+    if client.get(lock_key) == token:  # the lock may expire and be taken right here
+        client.delete(lock_key)
+
+
+def never_release(client, lock_key, token):
+    pass
+
+
+def load_anyway_if_locked(client, cache_key, load):
+    hit = client.get(cache_key)
+    if hit is not None:
+        return json.loads(hit)
+    token = secrets.token_hex(8)
+    taken = client.set(cache_key + ":lock", token, nx=True, px=10_000)
+    value = load()  # the callers that did not get the lock load too
+    if taken:
+        client.set(cache_key, json.dumps(value), ex=300)
+        release_lock(client, cache_key + ":lock", token)
+    return value
+
+
+def lock_elsewhere(client, cache_key, load):
+    return locked(lambda c, _lock, token: take_px(c, "lock:" + cache_key, token),
+                  lambda c, _lock, token: release_lock(c, "lock:" + cache_key, token))(client, cache_key, load)
+
+
+@pytest.mark.parametrize("solution, phrase", [
+    (no_lock, "ran the query 4 times"),
+    (in_process_lock, "A lock inside one process holds back that process's threads only"),
+    (load_anyway_if_locked, "ran the query 4 times"),
+    (locked(take_without_ttl, release_own), "had no expiry"),
+    (locked(take_then_expire, release_own), "right after round trip 2 of"),
+    (locked(take_px, release_with_del), "deleted that app server's lock"),
+    (locked(take_px, release_get_then_del), "right after your GET on the lock"),
+    (locked(take_px, never_release), "release the lock"),
+    (locked(take_px, release_own, recheck=False), "look at the cache again"),
+    (locked(take_px, release_own, store_ttl=None), "the cached report has no expiry"),
+    (locked(take_px, release_own, wait=None), "Bound every wait"),
+    (locked(take_px, release_own, on_timeout=lambda c, lock: c.delete(lock)), "only the lock's owner may release it"),
+    (lock_elsewhere, "under a name that starts with the cache key"),
+    (lambda client, cache_key, load: solutions.get_cached_once(notebook_r(), cache_key, load), "not the notebook's `r`"),
+])
+def test_stampede_lock_checker_rejects(solution, phrase):
+    failed_with(checkers.check_stampede_lock, solution, phrase)
+
+
+def with_redis_py_lock(client, cache_key, load):
+    """Unusual but right: redis-py's own Lock (SET NX PX, a token, a Lua release), bounded by blocking_timeout."""
+    hit = client.get(cache_key)
+    if hit is not None:
+        return json.loads(hit)
+    lock = client.lock(cache_key + ":lock", timeout=10, sleep=0.01, blocking_timeout=1.5)
+    if not lock.acquire():
+        hit = client.get(cache_key)
+        return json.loads(hit) if hit is not None else load()  # waited long enough: load on our own
     try:
-        with pytest.raises(ExerciseFailed, match=r"had not returned after 1 s: bound every wait"):
-            checkers.check_stampede_lock(r, waits_for_ever, timeout=1)
+        hit = client.get(cache_key)
+        if hit is not None:
+            return json.loads(hit)
+        value = load()
+        client.set(cache_key, json.dumps(value), ex=300)
+        return value
     finally:
-        release.set()
+        try:
+            lock.release()
+        except redis.exceptions.LockNotOwnedError:
+            pass  # it expired while we loaded, and another app server holds it now: not ours to delete
+
+
+def test_stampede_lock_checker_accepts_redis_pys_lock(r):
+    outcome = evaluate(checkers.check_stampede_lock, r, with_redis_py_lock)
+    assert outcome.passed, outcome.hint
 
 
 def test_module_constants():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import time
 
@@ -19,16 +20,19 @@ def get_cached(client, cache_key, load):
 
 
 def invalidate_prefix(client, prefix):
+    if not prefix:
+        raise ValueError("an empty prefix would name every key of the server")
+    pattern = re.sub(r"([*?\[\]\\])", r"\\\1", prefix) + "*"  # the prefix matches only itself
     deleted, cursor = 0, 0
     while True:
-        cursor, names = client.scan(cursor, match=prefix + "*", count=500)
+        cursor, names = client.scan(cursor, match=pattern, count=500)
         if names:
             deleted += client.unlink(*names)
         if cursor == 0:
             return deleted
 
 
-def get_cached_once(client, cache_key, load, wait=10.0):
+def get_cached_once(client, cache_key, load, wait=2.0):
     lock_key = cache_key + ":lock"
     deadline = time.monotonic() + wait
     while True:
@@ -48,4 +52,4 @@ def get_cached_once(client, cache_key, load, wait=10.0):
                 release_lock(client, lock_key, token)
         if time.monotonic() > deadline:
             return load()
-        time.sleep(0.005)
+        time.sleep(0.005)  # another app server is loading: poll the cache

@@ -10,8 +10,18 @@ When a setting is present nothing embedded starts for it. When it is absent the 
 any Jupyter front end; they stop when the last process using them exits (or dies).
 
 Both clients decode replies to `str`, speak RESP3 (redis-py 8's default, stated so outputs do not
-depend on the client version) and retry connection errors with redis-py's own `Retry` and
-exponential backoff with jitter.
+depend on the client version), and set their timeouts and retries deliberately rather than
+inherit whatever the installed redis-py defaults to:
+
+- `socket_connect_timeout` (`CONNECT_TIMEOUT`, 2 s): how long opening a connection may take;
+- `socket_timeout` (`SOCKET_TIMEOUT`, 5 s): how long any one read of a reply may take. redis-py
+  applies it to blocking commands too, and does not add their own timeout to it: `BLPOP key 10`
+  or `XREAD BLOCK 10000` on these clients fails with `TimeoutError` after 5 s. Keep every block
+  shorter than `SOCKET_TIMEOUT`, or give a worker that blocks longer its own client
+  (`connect(socket_timeout=block + margin)`). Only Pub/Sub's `get_message(timeout=None)` lifts it;
+- `retry` (`course_retry()`): a connection error or timeout is retried 3 times, with redis-py's
+  `ExponentialWithJitterBackoff` between tries. A command that timed out may have run on the
+  server, so its retry can apply a non-idempotent command (INCR) twice; chapter 09 counts that.
 """
 
 from __future__ import annotations
@@ -26,6 +36,11 @@ from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
+SOCKET_TIMEOUT = 5.0  # seconds a reply may take, blocking commands included
+CONNECT_TIMEOUT = 2.0  # seconds opening a connection may take
+RETRIES = 3
+RETRY_BASE = 0.025  # seconds: the backoff before retry k is drawn from [0, RETRY_BASE * 2**k)
+RETRY_CAP = 1.0  # seconds: no backoff is longer (not reached with 3 retries)
 REDIS_URL_SETTING = "COURSE_REDIS_URL"
 CLUSTER_URL_SETTING = "COURSE_CLUSTER_URL"
 _leased_stack = None  # the embedded stack this process leased, kept so it is leased once
@@ -36,8 +51,21 @@ class CourseConnectionError(redis.ConnectionError):
 
 
 def course_retry() -> Retry:
-    """Three retries of a connection or timeout error, backing off 50 ms, 100 ms, 200 ms (+ jitter)."""
-    return Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=3)
+    """Three retries of a connection error or timeout, with full-jitter exponential backoff.
+
+    Before retry k (1, 2, 3) redis-py's `ExponentialWithJitterBackoff.compute(k)` sleeps
+    `min(cap, random() * base * 2**k)`: a time drawn uniformly from [0, 50 ms), [0, 100 ms),
+    [0, 200 ms) with the course's base of 25 ms, so 25, 50, 100 ms on average and at most 350 ms
+    in all. Drawing from 0 ("full jitter") spreads out clients that lost the same server at the
+    same moment, so they do not all come back in step.
+    """
+    return Retry(ExponentialWithJitterBackoff(base=RETRY_BASE, cap=RETRY_CAP), retries=RETRIES)
+
+
+def _course_settings(options: dict) -> dict:
+    """The course's client settings (see the module's docstring), overridden by `options`."""
+    return {"decode_responses": True, "protocol": 3, "retry": course_retry(),
+            "socket_timeout": SOCKET_TIMEOUT, "socket_connect_timeout": CONNECT_TIMEOUT, **options}
 
 
 def _redact(url: str) -> str:
@@ -107,8 +135,7 @@ def connect(url: str | None = None, **options) -> redis.Redis:
         CourseConnectionError: the URL is malformed or the server does not answer.
     """
     url, source = (url, "the url argument") if url else server_url(REDIS_URL_SETTING)
-    settings = {"decode_responses": True, "protocol": 3, "retry": course_retry(),
-                "socket_connect_timeout": 2, **options}
+    settings = _course_settings(options)
 
     def attempt() -> redis.Redis:
         client = redis.Redis.from_url(url, **settings)
@@ -146,8 +173,7 @@ def connect_cluster(**options) -> RedisCluster:
         CourseConnectionError: the URL is malformed, unreachable, or not a cluster node.
     """
     url, source = server_url(CLUSTER_URL_SETTING)
-    settings = {"decode_responses": True, "protocol": 3, "retry": course_retry(),
-                "socket_connect_timeout": 2, **options}
+    settings = _course_settings(options)
     try:
         try:
             return RedisCluster.from_url(url, **settings)

@@ -1,12 +1,18 @@
-"""connect() / connect_cluster(): the course's clients, and the errors a learner sees."""
+"""connect() / connect_cluster(): the course's clients, their timeouts and retries, the errors a learner sees,
+and notebook 00's round-trip verdict."""
 
 import os
 import signal
+import time
 
 import pytest
+import redis
+from redis.backoff import ExponentialWithJitterBackoff
 
 from course_lib import connection
 from course_lib.connection import CourseConnectionError, connect, connect_cluster, server_identity
+from course_lib.experiments.getting_started import run_ping_round_trips
+from course_lib.keys import key
 from course_lib.servers import free_port
 
 
@@ -15,6 +21,36 @@ def test_connect_decodes_and_uses_resp3(r):
     assert r.get("course:test:greeting") == "hello"
     assert r.connection_pool.connection_kwargs["protocol"] == 3
     assert r.get_retry()._retries == 3
+
+
+def test_timeouts_are_set_deliberately_not_inherited(r, rc):
+    """Before: no socket_timeout in the settings at all, so the installed redis-py's default applied."""
+    for client in (r, rc.get_primaries()[0].redis_connection):
+        settings = client.connection_pool.connection_kwargs
+        assert settings["socket_timeout"] == connection.SOCKET_TIMEOUT == 5
+        assert settings["socket_connect_timeout"] == connection.CONNECT_TIMEOUT == 2
+
+
+def test_a_blocking_command_gets_no_time_beyond_the_socket_timeout(r):
+    """redis-py does not add BLPOP's own timeout to the read: a block longer than socket_timeout fails."""
+    empty = key("connection", "test", "empty")
+    with connect(socket_timeout=0.5, retry=None) as quick:
+        assert quick.blpop(empty, 0.1) is None  # the server answers after 0.1 s: within 0.5 s
+        started = time.monotonic()
+        with pytest.raises(redis.TimeoutError):
+            quick.blpop(empty, 3)  # the server would answer after 3 s; the client gives up after 0.5 s
+        assert time.monotonic() - started < 2.5
+
+
+def test_backoff_is_full_jitter_below_50_100_200_ms():
+    """Before: base 50 ms, so waits up to 100, 200, 400 ms while the notebook said 50, 100, 200."""
+    backoff = connection.course_retry()._backoff
+    assert isinstance(backoff, ExponentialWithJitterBackoff)
+    for failures, bound in ((1, 0.05), (2, 0.1), (3, 0.2)):
+        waits = [backoff.compute(failures) for _ in range(5_000)]
+        assert 0 <= min(waits) < 0.05 * bound  # drawn from 0, not from the bound up
+        assert 0.95 * bound < max(waits) < bound
+        assert 0.45 * bound < sum(waits) / len(waits) < 0.55 * bound
 
 
 def test_cluster_client_sees_three_primaries(rc):
@@ -76,3 +112,17 @@ def test_an_embedded_server_killed_under_you_is_restarted_on_reconnect(tmp_path,
         assert runtime.load(folder).standalone.pid != stack.standalone.pid
     finally:
         runtime.down(folder)
+
+
+# -- notebook 00's measured verdict: where a command's time goes -----------------------------------
+
+def test_a_ping_alone_costs_several_times_one_in_a_batch(r):
+    table = run_ping_round_trips(r, commands=100)
+    assert list(table["round_trips"]) == [100, 1]
+    assert table.loc["one per round trip", "vs_batched"] >= 3
+
+
+def test_the_round_trip_verdict_fails_when_nothing_is_batched(r):
+    """The degraded setting: a "batch" of one PING is a round trip too, so the verdict must say False."""
+    table = run_ping_round_trips(r, commands=1)
+    assert not table.loc["one per round trip", "vs_batched"] >= 3

@@ -1,4 +1,4 @@
-# Two commands: `make lab` opens the course, `make test` runs the whole suite.
+# Two commands: `make lab` opens the course, `make test` runs the whole suite (`make docs` builds the site).
 # Both create .venv (with $(PYTHON), default python3) and install the course into it on first use.
 PYTHON ?= python3
 VENV := .venv
@@ -7,13 +7,13 @@ STAMP := $(VENV)/.installed
 # The tested versions of every Python dependency; `make test CONSTRAINTS=` tries the newest releases instead.
 CONSTRAINTS ?= constraints.txt
 
-.PHONY: lab test up down status clean constraints
+.PHONY: lab test docs up down status clean constraints
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "The course needs Python >= 3.10; run: make PYTHON=python3.11 ...")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e '.[test]'
+	$(BIN)/python -m pip install --quiet $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e '.[test,docs]'
 	touch $(STAMP)
 
 lab: $(STAMP)
@@ -21,6 +21,12 @@ lab: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(ARGS)
+
+# The course as a static site in docs/_build/html, from the committed notebooks as they are (nothing is
+# executed); warnings are errors, as in CI (tests/test_docs.py builds it too and checks its links).
+docs: $(STAMP)
+	$(BIN)/python -m sphinx -W --keep-going -q -b html docs docs/_build/html
+	@echo "The site: docs/_build/html/index.html"
 
 up down status: $(STAMP)
 	$(BIN)/python -m course_lib $@

@@ -124,7 +124,7 @@ def lua_page() -> str:
     sections = []
     for path in sorted((REPO / "course_lib" / "lua").glob("*.lua")):
         topic = next((t for t in sorted(by_topic, key=len, reverse=True) if path.stem.startswith(f"{t}_")), None)
-        used = (f"Used in chapter {{doc}}`{by_topic[topic]} <notebooks/{by_topic[topic]}_{topic}>`; loaded with "
+        used = (f"Used in {{doc}}`notebooks/{by_topic[topic]}_{topic}`; loaded with "
                 if topic else "Loaded with ")
         sections.append(f"(lua-{path.stem})=\n## {path.stem}\n\n{used}`register(client, \"{path.stem}\")`.\n\n"
                         f"```{{literalinclude}} ../course_lib/lua/{path.name}\n:language: lua\n```\n")

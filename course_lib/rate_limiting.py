@@ -18,8 +18,13 @@ a cluster hash tag, so one identity's keys share a slot and one script may touch
 - `course:rate_limiting:guide:...`: the guide's limiters (string counters and a sorted set).
 
 Every key carries a TTL, so an identity that stops calling leaves nothing behind.
-Production caveat: time comes from the callers, so app servers need synchronised clocks (NTP);
-a caller whose clock runs behind sees a more lenient limiter for as long as it is behind.
+
+Whose clock: by default the app server's (`now`), so a trace replays at fixed times and the fixed
+window and sliding-window counter can name their keys by window number before the call (a key
+must be known to be passed in KEYS). The cost: app servers need synchronised clocks (NTP); one
+whose clock runs fast treats entries as older than they are and admits early. `SlidingLog(...,
+server_clock=True)` reads the server's clock instead (TIME inside the script): one clock for all
+app servers, but nothing can fix it for a test.
 """
 
 from __future__ import annotations
@@ -143,9 +148,19 @@ class SlidingLog(RateLimiter):
 
     strategy = "sliding_log"
 
+    def __init__(self, client, name: str, limit: int, window: float, server_clock: bool = False):
+        """As `RateLimiter`; with `server_clock`, the script reads the server's TIME and `hit` takes no `now`."""
+        super().__init__(client, name, limit, window)
+        self.server_clock = server_clock
+
+    def hit(self, identity: str, cost: int = 1, now: float | None = None) -> Decision:
+        if self.server_clock and now is not None:
+            raise ValueError("this limiter reads the server's clock (TIME): pass no `now`")
+        return super().hit(identity, cost, now)
+
     def _keys_and_args(self, identity, cost, now_ms):
         log = f"{self.key(identity)}:log"
-        return [log, f"{log}:seq"], [now_ms, self.window_ms, self.limit, cost]
+        return [log, f"{log}:seq"], ["server" if self.server_clock else now_ms, self.window_ms, self.limit, cost]
 
 
 class SlidingWindowCounter(RateLimiter):
@@ -153,7 +168,10 @@ class SlidingWindowCounter(RateLimiter):
 
     The estimate is previous x (share of the previous window still inside the sliding window),
     rounded down, plus current. Scripts: two GETs, then INCRBY + PEXPIRE if allowed. Constant memory
-    per identity; exact when traffic is even, slightly lenient or strict when it is bursty.
+    per identity; exact when traffic is even. It assumes the previous window's requests were spread
+    evenly: a client that spends the limit at the very end of one window sees them discounted in
+    the next, and can get up to 2 x limit through within one sliding window
+    (`experiments.rate_limiting.run_worst_case` measures it).
     """
 
     strategy = "sliding_counter"

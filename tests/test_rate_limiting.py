@@ -161,6 +161,25 @@ def test_token_bucket_refills_at_limit_per_window(r):
     assert r.hget("course:rate_limiting:{api:client}:bucket", "level") == "0"  # integers, never floats
 
 
+def test_server_clock_sliding_log_reads_time_and_refuses_a_now(r):
+    limiter = SlidingLog(r, "api", 3, 10, server_clock=True)
+    assert [limiter.hit("client").allowed for _ in range(4)] == [True, True, True, False]
+    (entry, score), = r.zrange(limiter.key("client") + ":log", 0, 0, withscores=True)
+    seconds, micros = r.time()
+    assert abs(score - (seconds * 1000 + micros // 1000)) < 5_000  # scored by the server's clock
+    with pytest.raises(ValueError, match="server's clock"):
+        limiter.hit("client", now=T0)
+
+
+def test_a_fast_app_server_clock_admits_early_and_the_server_clock_does_not(r):
+    """The notebook's clock demo: A spends the limit; B, 6.5 s later with a clock 4 s fast, gets a fresh quota."""
+    shared = SlidingLog(r, "clocks", 5, 10)
+    assert sum(shared.hit("erin", now=T0).allowed for _ in range(5)) == 5
+    assert sum(shared.hit("erin", now=T0 + 6.5 + 4).allowed for _ in range(5)) == 5
+    server = SlidingLog(r, "clocks-server", 5, 10, server_clock=True)
+    assert sum(server.hit("erin").allowed for _ in range(10)) == 5
+
+
 # -- the guide's limiters ----------------------------------------------------------------------------
 
 class Crash(Exception):
@@ -205,6 +224,33 @@ def test_race_naive_exceeds_the_limit_and_every_course_strategy_holds_it(r, atte
         assert race.loc[strategy, "max_admitted"] == 10
         assert race.loc[strategy, "rounds_over_limit"] == 0
     assert not list(r.scan_iter(match="course:rate_limiting:*"))
+
+
+def test_race_verdict_turns_false_without_concurrency(r):
+    """The notebook's verdict "the guide's sliding window let more than 10 through" needs the race:
+    one thread at a time (the degraded setting) never exceeds the limit."""
+    race = experiments.run_race(r, threads=1, per_thread=40, rounds=3).set_index("contender")
+    assert not race.loc[experiments.GUIDE_SLIDING, "max_admitted"] > 10
+
+
+# -- the worst case: a greedy client against each strategy ----------------------------------------------
+
+def test_worst_case_sliding_counter_reaches_twice_the_limit_and_the_log_holds_it(r):
+    worst = experiments.run_worst_case(r, limit=10, window=10.0).set_index("strategy")["most_in_one_window"]
+    assert worst["sliding log"] <= 10  # the notebook's verdicts
+    assert worst["sliding window counter"] > 1.5 * 10
+    assert worst.to_dict() == {"fixed window": 20, "sliding log": 10, "sliding window counter": 20,
+                               "token bucket": 19}
+    assert not list(r.scan_iter(match="course:rate_limiting:*"))
+
+
+def test_worst_case_verdicts_turn_false_in_degraded_settings(r):
+    """Traffic that does not burst at a window's end leaves the counter at the limit; and the
+    "never more than the limit" comparison fails for a strategy without that property."""
+    even = experiments.run_worst_case(r, adversarial=False).set_index("strategy")["most_in_one_window"]
+    assert not even["sliding window counter"] > 1.5 * 10
+    fixed = experiments.run_worst_case(r, strategies=("fixed window",)).set_index("strategy")["most_in_one_window"]
+    assert not fixed["fixed window"] <= 10
 
 
 # -- the oracle: PyPI `limits` ---------------------------------------------------------------------

@@ -3,7 +3,7 @@
 Keys written (all under `course:rate_limiting:`, each run deletes what it wrote before starting):
 - `{race-<contender>:round-<n>}:...` and `guide:sliding:race-<n>`: `run_race`'s limiters;
 - `{speed:<contender>}:...`, `guide:...:speed`: `run_speed`;
-- `{traffic:client}:...`: `run_traffic`;
+- `{traffic:client}:...`: `run_traffic`; `{worst:client}:...`: `run_worst_case`;
 - `{oracle:...}:...` and `oracle:LIMITER/...` (the `limits` library's keys): `run_oracle`.
 
 Time: every run except `run_speed` passes a simulated `now` to the limiters, so its decisions are
@@ -172,6 +172,40 @@ def traffic_summary(client, patterns=PATTERNS, strategies=tuple(STRATEGIES), lim
             passed = run.loc[run["allowed"], "t"].tolist()
             rows.append({"pattern": pattern, "strategy": strategy, "requests": len(run), "allowed": len(passed),
                          "most_in_one_window": max_in_any_window(passed, window)})
+    return pd.DataFrame(rows)
+
+
+def run_worst_case(client, limit: int = 10, window: float = 10.0, windows: int = 4, adversarial: bool = True,
+                   strategies=tuple(STRATEGIES), start: float = 1_700_000_000.0) -> pd.DataFrame:
+    """The most requests each strategy admits within one window length, against a greedy client.
+
+    The client asks again at once after every allowed request, and after a denial exactly when its
+    `retry_after` says the next would pass, for `windows` windows (simulated clock). Adversarial,
+    it begins 0.5 s before the first window boundary, so its first `limit` requests land at the
+    very end of a window; otherwise it begins at a window's start. (Not closer to the boundary: the
+    fixed window's counter gets a TTL of the simulated time left in its window, which passes in
+    real time while the burst is sent.)
+
+    Returns one row per strategy: strategy, limit, sent, admitted, most_in_one_window (any
+    half-open span of one window length), times_limit (most_in_one_window / limit).
+    """
+    rows = []
+    for strategy in strategies:
+        limiter = STRATEGIES[strategy](client, "worst", limit, window)
+        limiter.reset("client")
+        t = window - 0.5 if adversarial else 0.0
+        sent, admitted = 0, []
+        while t < window * windows:
+            decision = limiter.hit("client", now=start + t)
+            sent += 1
+            if decision.allowed:
+                admitted.append(t)
+            else:
+                t = round(t + decision.retry_after, 3)
+        limiter.reset("client")
+        most = max_in_any_window(admitted, window)
+        rows.append({"strategy": strategy, "limit": limit, "sent": sent, "admitted": len(admitted),
+                     "most_in_one_window": most, "times_limit": round(most / limit, 2)})
     return pd.DataFrame(rows)
 
 

@@ -4,7 +4,8 @@ Keys written (all under `course:data_types:`):
 - `race:get_set`, `race:incr`: strings, the two counters of `run_counter_race`;
 - `memory:user:<field>` (strings) and `memory:user` (hash): `run_hash_vs_strings`;
 - `cost:<n>:set|zset|list|scores` (set, sorted set, list, hash): `run_command_cost`, deleted at its end;
-- the queue (list) given to `run_queue_simulation` and the board (sorted set) given to `leaderboard_widget`.
+- the queue (list) given to `run_queue_simulation` or `run_queue_workers`, and the board (sorted set) given
+  to `leaderboard_widget`.
 
 Widgets start in a fixed state (nbval compares their text form) and write to their output only
 when the learner presses a button.
@@ -13,6 +14,8 @@ when the learner presses a button.
 from __future__ import annotations
 
 import random
+import threading
+import time
 from typing import Callable
 
 import pandas as pd
@@ -89,6 +92,9 @@ COST_OPERATIONS = {
 }
 
 
+MIN_P95_SAMPLES = 100  # fewer samples than this give no p95 in run_command_cost's table
+
+
 def _cost_keys(n: int) -> dict[str, str]:
     return {kind: key(CHAPTER, "cost", n, kind) for kind in ("set", "zset", "list", "scores")}
 
@@ -133,7 +139,8 @@ def run_command_cost(client, sizes: tuple[int, ...] = (100, 1_000, 10_000, 100_0
     all others in all `samples` rounds. `progress(done, total)` is called after each round.
     The collections are deleted at the end.
 
-    Returns rows: operation, complexity, n, samples, median_ms, p95_ms.
+    Returns rows: operation, complexity, n, samples, median_ms, p95_ms. The p95 is NaN for a cell
+    timed fewer than `MIN_P95_SAMPLES` times: from a handful of samples it would only be the maximum.
     """
     try:
         for n in sizes:
@@ -157,7 +164,7 @@ def run_command_cost(client, sizes: tuple[int, ...] = (100, 1_000, 10_000, 100_0
             client.unlink(*_cost_keys(n).values())
     return pd.DataFrame([
         {"operation": op, "complexity": COST_OPERATIONS[op], "n": n, "samples": len(values),
-         **{name: value for name, value in summary_ms(values).items() if name in ("median_ms", "p95_ms")}}
+         **_median_and_p95(values)}
         for (op, n), values in timings.items()
     ])
 
@@ -169,6 +176,30 @@ def growth(cost: pd.DataFrame) -> pd.Series:
         return float(rows["median_ms"].iloc[-1] / rows["median_ms"].iloc[0])
 
     return pd.Series({op: ratio(cost[cost["operation"] == op]) for op in cost["operation"].unique()}, name="growth")
+
+
+def _median_and_p95(values: list[float]) -> dict[str, float]:
+    summary = summary_ms(values)
+    return {"median_ms": summary["median_ms"],
+            "p95_ms": summary["p95_ms"] if len(values) >= MIN_P95_SAMPLES else float("nan")}
+
+
+def command_cost_verdicts(cost: pd.DataFrame) -> dict[str, bool]:
+    """The claims `run_command_cost` tests, each with whether it held: {claim: bool}.
+
+    "Stays flat" alone cannot fail when every call is dominated by the round trip, so each flat
+    claim holds only if, in the same run, LPOS (O(N)) grew: the measurement could see growth.
+    """
+    ratio = growth(cost)
+    small, large = f"{cost['n'].min():,}", f"{cost['n'].max():,}"
+    lpos_grew = ratio["LPOS"] >= 4
+    return {
+        f"SISMEMBER, O(1), stays flat (N={large} within 3x of N={small}) while LPOS, O(N), grows at least 4x":
+            1 / 3 < ratio["SISMEMBER"] < 3 and lpos_grew,
+        f"ZRANK, O(log N), stays flat (N={large} within 3x of N={small}) while LPOS, O(N), grows at least 4x":
+            1 / 3 < ratio["ZRANK"] < 3 and lpos_grew,
+        f"HGETALL + sort grows: at least 50x slower at N={large} than at N={small}": ratio["HGETALL + sort"] >= 50,
+    }
 
 
 def plot_command_cost(cost: pd.DataFrame):
@@ -253,6 +284,54 @@ def run_queue_simulation(client, queue: str, producer_rate: int, consumer_rate: 
         rows.append({"second": second, "produced": new, "consumed": consumed, "queue_length": length,
                      "wait_s": length / consumer_rate if consumer_rate else float("inf")})
     return pd.DataFrame(rows)
+
+
+def run_queue_workers(client, queue: str, producer_rate: int = 100, workers: int = 1, work_ms: float = 12.5,
+                      seconds: float = 2.0) -> pd.DataFrame:
+    """In real time, with real threads: a producer against `workers` workers on a Redis list.
+
+    The producer LPUSHes `producer_rate` jobs a second for `seconds` (keeping to its rate by the
+    clock, so it catches up after a slow moment) and, every 0.1 s, reads LLEN before pushing what
+    is due. Each worker takes the oldest job (BRPOP, waiting at most 0.1 s) and works `work_ms` on
+    it (a sleep standing for the job's work), so the workers can do at most
+    `workers * 1000 / work_ms` jobs a second. Workers stop when the producer does; what is left
+    is the backlog. The queue is emptied first and left as the run ends it.
+
+    Returns rows: t_s, queue_length (the producer's LLEN samples). `attrs` holds produced,
+    processed and capacity_per_s.
+    """
+    client.delete(queue)
+    done = threading.Event()
+    samples: list[tuple[float, int]] = []
+    processed = [0] * (workers + 1)  # per slot: no two threads write the same cell
+
+    def producer() -> int:
+        start, pushed, next_sample = time.monotonic(), 0, 0.0
+        while (elapsed := time.monotonic() - start) < seconds:
+            if elapsed >= next_sample:
+                samples.append((round(next_sample, 1), client.llen(queue)))
+                next_sample += 0.1
+            due = int(elapsed * producer_rate)
+            if due > pushed:
+                client.lpush(queue, *(f"job:{i}" for i in range(pushed, due)))
+                pushed = due
+            time.sleep(0.002)  # pacing: the next job is due in 1 / producer_rate s
+        done.set()
+        return pushed
+
+    def work(slot: int) -> int:
+        if slot == 0:
+            return producer()
+        while not done.is_set():
+            if client.brpop(queue, timeout=0.1) is not None:
+                time.sleep(work_ms / 1000)  # the job's work
+                processed[slot] += 1
+        return 0
+
+    produced = run_together(work, workers + 1, timeout=seconds + 30, what="queue workers")[0]
+    table = pd.DataFrame(samples, columns=["t_s", "queue_length"])
+    table.attrs.update(produced=produced, processed=sum(processed), capacity_per_s=workers * 1000 / work_ms)
+    return table
 
 
 def plot_queue(simulation: pd.DataFrame):

@@ -3,15 +3,18 @@
 # first problem found and exit 1. A node passes when it answers, is in cluster_state:ok, knows every
 # node, counts the expected number of primaries serving slots, has (if it is a replica) its link to
 # its primary up, and lists in CLUSTER SHARDS every node with no replica still "loading" (a replica
-# that has not synced yet is left out of CLUSTER SLOTS, so clients would not see it). A node another
-# one has marked failed is tolerated once its replica has taken over: that is a usable cluster.
+# that has not synced yet is left out of CLUSTER SLOTS, so clients would not see it) and with
+# CLUSTER_HOST as its endpoint: the address clients are sent to (CLUSTER SLOTS, MOVED) must be the
+# one this check reaches the nodes at, or a client that found one node could not follow it to the
+# others (the classic mistake: nodes announcing their container addresses). A node another one has
+# marked failed is tolerated once its replica has taken over: that is a usable cluster.
 #
 # Usage: cluster-healthcheck.sh [PORT...]      (default: every port of CLUSTER_PORTS)
 #   docker-compose.yml gives each node its own port, and the cluster's owner service no port, so
 #   that service is healthy only while every node answers and agrees.
 #
 # Settings (environment), so the same script serves docker-compose.yml and the tests:
-#   CLUSTER_HOST      address of the nodes                  (default 127.0.0.1)
+#   CLUSTER_HOST      address of the nodes, and the one they must announce (default 127.0.0.1)
 #   CLUSTER_PORTS     client ports of ALL the cluster nodes (default "7001 7002 7003 7004 7005 7006")
 #   CLUSTER_REPLICAS  replicas per primary                  (default 1)
 #   REDIS_CLI         redis-cli command                     (default redis-cli)
@@ -75,13 +78,15 @@ for port in "$@"; do
             exit 1
         fi
     fi
-    # CLUSTER SHARDS, flattened by redis-cli into one line per value: "role" and "health" lines are
-    # followed by their values (health: online, loading or fail).
+    # CLUSTER SHARDS, flattened by redis-cli into one line per value: "port", "endpoint", "role" and
+    # "health" lines are followed by their values (health: online, loading or fail).
     if ! shards=$($cli -h "$host" -p "$port" cluster shards 2>&1); then
         echo "$node: no answer to CLUSTER SHARDS ($shards)"
         exit 1
     fi
-    if ! problem=$(printf '%s\n' "$shards" | tr -d '\r' | awk -v nodes="$nodes" -v primaries="$primaries" '
+    if ! problem=$(printf '%s\n' "$shards" | tr -d '\r' | awk -v nodes="$nodes" -v primaries="$primaries" -v host="$host" '
+        previous == "port" { port = $0 }
+        previous == "endpoint" && $0 != host && !elsewhere { elsewhere = $0 ":" port }
         previous == "role" { role = $0 }
         previous == "health" {
             listed++
@@ -91,6 +96,7 @@ for port in "$@"; do
         { previous = $0 }
         END {
             if (listed != nodes) { printf "lists %d nodes in CLUSTER SHARDS, expected %d\n", listed, nodes; exit 1 }
+            if (elsewhere) { printf "sends clients to %s (CLUSTER SHARDS endpoint), not to %s where the nodes are reached: check cluster-announce-ip\n", elsewhere, host; exit 1 }
             if (loading) { printf "%d replica(s) not synced yet (health: loading)\n", loading; exit 1 }
             if (live != primaries) { printf "sees %d live primaries in CLUSTER SHARDS, expected %d\n", live, primaries; exit 1 }
         }'); then

@@ -116,7 +116,7 @@ else
     fi
 fi
 
-until_ok "cluster_state:ok on every node with every replica linked" sh "$healthcheck"
+until_ok "cluster_state:ok on every node, every replica linked, every node announcing $host" sh "$healthcheck"
 say "$last"
 
 if [ "$stay" = yes ]; then

@@ -1,8 +1,12 @@
-"""The Docker deployment, checked without a Docker engine (none exists on the build machines).
+"""The Docker deployment, checked without a Docker engine (tests/test_compose_stack.py checks the
+stack itself on a real engine, in CI's third configuration: scripts/compose_ci.sh).
 
 (a) `docker-compose.yml` is validated by Debian's `docker-compose config` and its structure is
-    asserted: pinned official images, health checks, ports published on 127.0.0.1 only, cluster
-    nodes sharing one network namespace and announcing 127.0.0.1.
+    asserted: one image, the pinned official one unless COURSE_DOCKER_REDIS_IMAGE names another,
+    every server's needs on its command line (no entrypoint's side effects), health checks, ports
+    published on 127.0.0.1 only, cluster nodes sharing one network namespace and announcing
+    127.0.0.1; the override that breaks the announced address on purpose, and the CI script's
+    answer when no engine can run.
 (b) The scripts the containers run (`docker/cluster-init.sh`, `docker/cluster-healthcheck.sh`) are
     run directly, with /bin/sh (dash on Debian: no bash), against six local cluster-enabled servers
     started with the very settings the compose file gives its nodes.
@@ -44,7 +48,10 @@ MOUNT = "/course-docker"  # where the compose file mounts docker/ in the contain
 OWNER = "redis-cluster"  # the service that owns the cluster's network namespace and creates the cluster
 NODES = [f"redis-node-{n}" for n in range(1, 7)]
 CLUSTER_PORTS = list(range(7001, 7007))
+BROKEN_ANNOUNCE = SCRIPTS / "broken-announce.yml"
+COMPOSE_CI = REPO / "scripts" / "compose_ci.sh"
 PINNED_REDIS_7 = re.compile(r"^redis:7\.\d+\.\d+(-alpine[\d.]*)?$")  # official image, full 7.x version
+IMAGE_SETTING = re.compile(r"^\$\{COURSE_DOCKER_REDIS_IMAGE:-(.+)\}$")  # the image, with its default
 
 
 # --- (a) the compose file ------------------------------------------------------------------------
@@ -66,12 +73,13 @@ def _require(tool: str, why: str) -> str:
     return path
 
 
-def _docker_compose(*args: str) -> subprocess.CompletedProcess:
+def _docker_compose(*args: str, files=(COMPOSE_FILE,), **settings: str) -> subprocess.CompletedProcess:
     exe = _require("docker-compose", "the compose file cannot be validated here "
                    "(Debian/Ubuntu: apt-get install docker-compose)")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("COMPOSE_", "COURSE_DOCKER_", "DOCKER_"))}
-    return subprocess.run([exe, "--project-directory", str(REPO), "-f", str(COMPOSE_FILE), *args],
-                          capture_output=True, text=True, timeout=120, cwd=REPO, env=env)
+    options = [option for path in files for option in ("-f", str(path))]
+    return subprocess.run([exe, "--project-directory", str(REPO), *options, *args],
+                          capture_output=True, text=True, timeout=120, cwd=REPO, env={**env, **settings})
 
 
 def _settings(command: list[str]) -> dict[str, str]:
@@ -110,10 +118,31 @@ def test_no_obsolete_version_key(compose):
     assert "version" not in compose  # Compose v2 warns that it is obsolete
 
 
-def test_images_are_pinned_official_redis_7(compose):
+def test_one_image_by_default_the_pinned_official_redis_7(compose):
     images = {name: service["image"] for name, service in compose["services"].items()}
-    assert all(PINNED_REDIS_7.match(image) for image in images.values()), images
     assert len(set(images.values())) == 1, images  # one image to pull, one engine version everywhere
+    default = IMAGE_SETTING.match(images["redis"])
+    assert default and PINNED_REDIS_7.match(default.group(1)), images
+
+    resolved = yaml.safe_load(_docker_compose("config").stdout)["services"]
+    assert {service["image"] for service in resolved.values()} == {default.group(1)}
+    # CI, which reaches no registry, runs the image docker/build-local-image.sh builds.
+    local = yaml.safe_load(_docker_compose("config", COURSE_DOCKER_REDIS_IMAGE="course-redis:local").stdout)["services"]
+    assert {service["image"] for service in local.values()} == {"course-redis:local"}
+
+
+def test_every_server_says_on_its_command_line_what_it_needs(compose):
+    """No image's entrypoint is relied on (the official one switches protected mode off by itself;
+    a plain image does not, and the host's clients would be refused): every redis-server listens on
+    its container's addresses with protected mode off, which only this machine can reach."""
+    services = compose["services"]
+    servers = {"redis": services["redis"], **{name: services[name] for name in NODES}}
+    for name, service in servers.items():
+        assert "entrypoint" not in service, name
+        options = _settings(service["command"])
+        assert (options["bind"], options["protected-mode"]) == ("0.0.0.0", "no"), name
+        assert options["enable-debug-command"] == "yes", name
+    assert all("entrypoint" not in service for service in services.values())
 
 
 def test_every_service_has_a_health_check(compose):
@@ -179,6 +208,50 @@ def test_scripts_are_mounted_and_posix(compose):
         assert text.startswith("#!/bin/sh\n"), script
         assert "\r" not in text, f"{script} has CRLF line ends"
         check = subprocess.run(["sh", "-n", str(script)], capture_output=True, text=True)
+        assert check.returncode == 0, check.stderr
+
+
+def test_broken_announce_override_changes_only_what_the_nodes_announce(compose):
+    """docker/broken-announce.yml (scripts/compose_ci.sh brings it up to see the health checks refuse
+    it) keeps every node's command and appends --cluster-announce-ip with the container's address."""
+    override = yaml.safe_load(BROKEN_ANNOUNCE.read_text())["services"]
+    assert set(override) == {OWNER, *NODES}
+    assert override[OWNER] == {"environment": {"CLUSTER_INIT_TIMEOUT": "20"}}
+    entrypoint = ["sh", "-c", 'exec "$$@" --cluster-announce-ip "$$(hostname -i)"', "announce"]
+    assert all(override[name] == {"entrypoint": entrypoint} for name in NODES)
+    merged = _docker_compose("config", files=(COMPOSE_FILE, BROKEN_ANNOUNCE))
+    assert merged.returncode == 0 and merged.stderr.strip() == "", merged.stderr
+    services = yaml.safe_load(merged.stdout)["services"]
+    for name in NODES:
+        assert services[name]["command"] == compose["services"][name]["command"], name
+    # What the entrypoint runs (with Compose's $$ unescaped): the command, plus the container's address.
+    shell = [part.replace("$$", "$") for part in entrypoint]
+    ran = subprocess.run([*shell, "echo", "redis-server", "--port", "7001"], capture_output=True, text=True)
+    address = subprocess.run(["hostname", "-i"], capture_output=True, text=True).stdout.strip()
+    assert ran.stdout.split() == ["redis-server", "--port", "7001", "--cluster-announce-ip", *address.split()]
+
+
+def test_compose_ci_without_an_engine_fails_under_ci_and_skips_elsewhere(tmp_path):
+    """scripts/compose_ci.sh needs a Docker engine: under CI its absence fails the run, with the
+    reason; on a learner's machine it is a skip, with the reason. (An engine that does not answer at
+    DOCKER_HOST is never started by the script, so this runs in a second, anywhere.)"""
+    base = {k: v for k, v in os.environ.items() if k not in ("CI", "COURSE_DOCKER_REDIS_IMAGE")}
+    base["DOCKER_HOST"] = f"unix://{tmp_path}/no-engine.sock"
+    under_ci = subprocess.run(["bash", str(COMPOSE_CI)], capture_output=True, text=True, timeout=60,
+                              env={**base, "CI": "true"})
+    assert under_ci.returncode == 1, under_ci.stdout + under_ci.stderr
+    assert "compose-ci: FAILED:" in under_ci.stderr and "a Docker engine is required under CI" in under_ci.stderr
+    assert "does not answer" in under_ci.stderr or "no docker command" in under_ci.stderr
+    elsewhere = subprocess.run(["bash", str(COMPOSE_CI)], capture_output=True, text=True, timeout=60, env=base)
+    assert elsewhere.returncode == 0, elsewhere.stdout + elsewhere.stderr
+    assert "compose-ci: skipped:" in elsewhere.stdout and "(under CI this fails)" in elsewhere.stdout
+
+
+def test_ci_runs_the_compose_configuration():
+    run = (REPO / ".ci" / "run").read_text()
+    assert "bash scripts/compose_ci.sh" in run
+    for shell, script in (("bash", COMPOSE_CI), ("sh", SCRIPTS / "build-local-image.sh")):
+        check = subprocess.run([shell, "-n", str(script)], capture_output=True, text=True)
         assert check.returncode == 0, check.stderr
 
 
@@ -290,6 +363,15 @@ def test_healthcheck_fails_before_init_and_passes_after(redis_cli, local_nodes):
     # again; then up and idle until `docker compose stop` sends SIGTERM, which ends it at once.
     lines = _stay_until_terminated(redis_cli, ports)
     assert any("nothing to create" in line for line in lines), lines
+
+    # A node announcing another address than the one it is reached at fails the check at once: a
+    # client that found one node could not follow it to this one (docker/broken-announce.yml).
+    with local_nodes[1].client() as client:
+        client.config_set("cluster-announce-ip", "127.0.0.2")
+    moved = _run(redis_cli, HEALTHCHECK, str(ports[1]), ports=ports)
+    assert moved.returncode == 1
+    assert (f"sends clients to 127.0.0.2:{ports[1]} (CLUSTER SHARDS endpoint), not to 127.0.0.1 where the "
+            "nodes are reached: check cluster-announce-ip") in moved.stdout
 
 
 def _stay_until_terminated(redis_cli: str, ports, **settings: str) -> list[str]:

@@ -286,6 +286,17 @@ def test_concurrent_updates_keep_every_hash_field(r):
     assert not list(r.scan_iter(match="course:sessions:*"))
 
 
+def test_lost_update_verdicts_and_their_degraded_setting(r):
+    """The notebook's verdicts: with B writing between A's read and write, the hash keeps both changes
+    and the JSON string loses one. Degraded (B after A, no interleaving), the JSON string loses nothing:
+    the "loses one" verdict turns False, so it measures the interleaving, not a constant."""
+    kept = experiments.run_lost_update(r).set_index("layout")["changes_kept"]
+    assert kept["hash (SessionStore.update)"] == 2 and kept["JSON string (GET + SET)"] < 2
+    calm = experiments.run_lost_update(r, interleave=False).set_index("layout")["changes_kept"]
+    assert not calm["JSON string (GET + SET)"] < 2
+    assert not list(r.scan_iter(match="course:sessions:*"))
+
+
 def test_read_cost_getex_beats_get_plus_expire(r):
     cost = experiments.run_read_cost(r, samples=600, rounds=6).set_index("read")
     assert list(cost["round_trips"]) == [2, 1, 1]

@@ -3,6 +3,7 @@
 Keys written (all under `course:sessions:`, deleted again when each run ends):
 - `race:json` (string holding JSON) and the `race` user's `SessionStore` session and index:
   `run_concurrent_updates`;
+- `lost:json` (string holding JSON) and an anonymous store session: `run_lost_update`;
 - `speed:json` (string holding JSON), `guide:<uuid>` and the `speed` user's store session: `run_read_cost`.
 """
 
@@ -14,8 +15,10 @@ import statistics
 import pandas as pd
 
 from course_lib.concurrency import run_together
+from course_lib.exercises.adversary import Adversary
 from course_lib.keys import key
 from course_lib.measure import latencies
+from course_lib.pipelines import RoundTripCounter
 from course_lib.sessions import (SessionStore, guide_create_session, guide_destroy_session, guide_extend_session,
                                  guide_get_session, load_json_session, save_json_session)
 
@@ -63,13 +66,49 @@ def run_concurrent_updates(client, threads: int = 4, updates: int = 100) -> pd.D
     return pd.DataFrame(rows)
 
 
+def run_lost_update(client, interleave: bool = True) -> pd.DataFrame:
+    """Request A adds to the cart while request B, on another app server, switches the theme; both
+    layouts, deterministic: with `interleave`, B runs right after A's first command on the session
+    (A's read), before A writes (the adversary of the exercises); without, B runs after A.
+
+    Returns one row per layout: layout, changes (2), changes_kept (those the session holds after both).
+    """
+    store = SessionStore(client)
+    json_key = key(CHAPTER, "lost", "json")
+    start = {"cart": "tea", "theme": "dark"}
+    rows = []
+    for layout in ("JSON string (GET + SET)", "hash (SessionStore.update)"):
+        save_json_session(client, json_key, start, 600)
+        session_id = store.create(None, start)
+        with Adversary(client) as adversary:
+            if layout.startswith("JSON"):
+                name = json_key
+                request_a = lambda: _update_json(adversary.client, json_key, "cart", "tea,jam")  # noqa: E731
+                request_b = lambda other: _update_json(other, json_key, "theme", "light")  # noqa: E731
+            else:
+                name = store.session_key(session_id)
+                request_a = lambda: SessionStore(adversary.client).update(session_id, {"cart": "tea,jam"})  # noqa: E731
+                request_b = lambda other: SessionStore(other).update(session_id, {"theme": "light"})  # noqa: E731
+            if interleave:
+                adversary.after(name, request_b)
+            request_a()
+            if not interleave:
+                request_b(adversary.other)
+        stored = json.loads(client.get(json_key)) if layout.startswith("JSON") else store.get(session_id).data
+        rows.append({"layout": layout, "changes": 2,
+                     "changes_kept": (stored["cart"] == "tea,jam") + (stored["theme"] == "light")})
+        store.destroy(session_id)
+    client.delete(json_key)
+    return pd.DataFrame(rows)
+
+
 def run_read_cost(client, samples: int = 1000, rounds: int = 10) -> pd.DataFrame:
     """The cost of reading a session and restarting its idle timer, three ways, taking turns.
 
     - the guide: GET, then EXPIRE (two round trips);
     - a JSON string with GETEX (one command);
     - `SessionStore.get` (one script: deadline check, PEXPIRE, HGETALL).
-    Returns rows: read, round_trips, median_us.
+    Returns rows: read, round_trips (counted once, client side), median_us.
     """
     store = SessionStore(client)
     guide_id = guide_create_session(client, "speed", {"cart": ["tea"]})
@@ -77,22 +116,31 @@ def run_read_cost(client, samples: int = 1000, rounds: int = 10) -> pd.DataFrame
     save_json_session(client, json_key, {"user": "speed", "cart": ["tea"]}, 1800)
     session_id = store.create("speed", {"cart": "tea"})
 
-    def guide_read() -> None:
-        guide_get_session(client, guide_id)
-        guide_extend_session(client, guide_id)
+    def reads(via) -> dict:
+        """The three reads, each sent through `via`."""
+        def guide_read() -> None:
+            guide_get_session(via, guide_id)
+            guide_extend_session(via, guide_id)
 
-    reads = {
-        "guide: GET + EXPIRE": (2, guide_read),
-        "JSON string: GETEX": (1, lambda: load_json_session(client, json_key, 1800)),
-        "SessionStore.get (script)": (1, lambda: store.get(session_id)),
-    }
-    times: dict[str, list[float]] = {name: [] for name in reads}
+        via_store = SessionStore(via)
+        return {"guide: GET + EXPIRE": guide_read,
+                "JSON string: GETEX": lambda: load_json_session(via, json_key, 1800),
+                "SessionStore.get (script)": lambda: via_store.get(session_id)}
+
+    for read in reads(client).values():
+        read()  # once first: the store's script is then loaded, so a counted read is one EVALSHA
+    trips = {}
+    for name in reads(client):
+        counter = RoundTripCounter(client)
+        reads(counter.client)[name]()
+        trips[name] = counter.round_trips
+        counter.close()
+    times: dict[str, list[float]] = {name: [] for name in trips}
     for _ in range(rounds):
-        for name, (_, read) in reads.items():
+        for name, read in reads(client).items():
             times[name] += latencies(read, max(1, samples // rounds), warmup=5)
     guide_destroy_session(client, guide_id)
     client.delete(json_key)
     store.destroy_all("speed")
-    return pd.DataFrame([{"read": name, "round_trips": trips,
-                          "median_us": round(statistics.median(times[name]) * 1e6, 1)}
-                         for name, (trips, _) in reads.items()])
+    return pd.DataFrame([{"read": name, "round_trips": trips[name],
+                          "median_us": round(statistics.median(times[name]) * 1e6, 1)} for name in trips])

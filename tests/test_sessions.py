@@ -10,6 +10,7 @@ import time
 import uuid
 
 import pytest
+from redis.exceptions import WatchError
 
 from course_lib.concurrency import run_together
 from course_lib.connection import connect, server_identity
@@ -417,12 +418,33 @@ return deleted
 """
 
 
+def watch_and_retry(client, prefix, user):
+    """An unusual right answer: WATCH the index, delete what it lists and the index in MULTI; a login
+    landing meanwhile aborts the EXEC, and the retry includes it."""
+    index = f"{prefix}user:{user}"
+    with client.pipeline() as pipe:
+        while True:
+            try:
+                pipe.watch(index)
+                ids = pipe.smembers(index)
+                if not ids:
+                    pipe.unwatch()
+                    return 0
+                pipe.multi()
+                pipe.delete(*(f"{prefix}session:{i}" for i in ids))
+                pipe.delete(index)
+                return pipe.execute()[0]
+            except WatchError:
+                continue
+
+
 @pytest.mark.parametrize("right", [
     solutions.log_out_everywhere,
+    watch_and_retry,
     # one script: nothing can land between reading and deleting the index (standalone only: the
     # session keys it builds are not declared in KEYS)
     lambda client, prefix, user: client.eval(LOG_OUT_SCRIPT, 1, f"{prefix}user:{user}", prefix),
-], ids=["reference: SMEMBERS, then DEL + SREM of those ids", "Lua: read and delete as one"])
+], ids=["reference: SMEMBERS, then DEL + SREM of those ids", "WATCH/MULTI, retried", "Lua: read and delete as one"])
 def test_log_out_everywhere_checker_passes_correct_answers(r, right):
     assert evaluate(checkers.check_log_out_everywhere, r, right).passed
 

@@ -24,8 +24,9 @@ test: $(STAMP)
 
 # The course as a static site in docs/_build/html, from the committed notebooks as they are (nothing is
 # executed); warnings are errors, as in CI (tests/test_docs.py builds it too and checks its links).
+# -E: every page is read again, so none keeps a stale generated part (the code links, the Lua page).
 docs: $(STAMP)
-	$(BIN)/python -m sphinx -W --keep-going -q -b html docs docs/_build/html
+	$(BIN)/python -m sphinx -E -W --keep-going -q -b html docs docs/_build/html
 	@echo "The site: docs/_build/html/index.html"
 
 up down status: $(STAMP)

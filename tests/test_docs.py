@@ -162,8 +162,7 @@ def test_chapters_link_their_code_and_lua_scripts(site):
     assert "../lua.html#lua-caching-release-lock" in caching
     for notebook in NOTEBOOKS:
         links = _parse(_chapter_page(site, notebook)).links
-        if notebook.name != "00_getting_started.ipynb":  # 00's modules are the foundation ones, listed in the README
-            assert any(link.startswith("../_modules/course_lib/") for link in links), f"{notebook.stem} links no source"
+        assert any(link.startswith("../_modules/course_lib/") for link in links), f"{notebook.stem} links no source"
 
 
 def _widget_outputs(notebook: Path) -> list[dict]:

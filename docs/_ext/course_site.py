@@ -7,6 +7,7 @@
   ones the README's course map lists for the chapter; the rest follow the naming rule
   `notebooks/NN_topic.ipynb` <-> `course_lib/{,experiments/,exercises/}topic.py`, `course_lib/lua/topic_*.lua`.
 - The notebooks' links to `../README.md` (the course map) point at the site's home page instead.
+- Generated API pages of modules that are gone are deleted before autosummary writes the current ones.
 - The Lua page gets one section per script (`lua-<name>` is its label).
 - Docstrings use Markdown-style lists (`- item` right under a sentence, as the source reads best);
   a blank line is put around each list so reStructuredText sees a list, not one run-on paragraph.
@@ -62,6 +63,14 @@ def readme_section(heading: str) -> str:
     """The body of one `## ` section of the README (its links, relative to the repository, stay valid in docs/)."""
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     return readme.split(f"\n{heading}\n", 1)[1].split("\n## ", 1)[0].strip() + "\n"
+
+
+def drop_stale_api_pages() -> None:
+    """Delete generated API pages (`docs/api/`) of modules that no longer exist: autodoc would fail on them."""
+    for page in (REPO / "docs" / "api").glob("course_lib*.rst"):
+        path = REPO / page.stem.replace(".", "/")
+        if not (path.with_suffix(".py").exists() or (path / "__init__.py").exists()):
+            page.unlink(missing_ok=True)
 
 
 def course_map_modules() -> dict[str, list[str]]:
@@ -214,7 +223,7 @@ def on_doctree_read(app, doctree) -> None:
 
 
 def setup(app):
-    app.connect("config-inited", lambda app, config: copy_notebooks())
+    app.connect("config-inited", lambda app, config: (copy_notebooks(), drop_stale_api_pages()))
     app.connect("autodoc-process-docstring", on_docstring, priority=400)  # before napoleon (500)
     app.connect("source-read", on_source_read)
     app.connect("doctree-read", on_doctree_read)

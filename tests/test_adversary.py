@@ -9,7 +9,7 @@ from redis.exceptions import WatchError
 
 from course_lib.exercises import ExerciseFailed, returned
 from course_lib.exercises.adversary import (Adversary, ProcessesFailed, SimulatedCrash, every_crash,
-                                            run_in_processes)
+                                            every_interleaving, run_in_processes)
 from course_lib.connection import connect
 
 KEY = "course:adversary:{t}:balance"
@@ -198,3 +198,27 @@ def test_a_watching_pipeline_cut_by_the_crash_cleans_up_quietly(r, capfd):
                 pipe.get(KEY)  # the crash: its UNWATCH on the way out must not raise again, nor print
         del pipe
     assert capfd.readouterr().err == ""
+
+
+def test_every_interleaving_puts_the_other_app_server_after_each_command_in_turn(r):
+    def setup():
+        r.set(KEY, 0)
+
+    def read_then_write(client):
+        client.set(KEY, int(client.get(KEY)) + 1)
+
+    def incr(client):
+        client.incr(KEY)
+
+    def other(other_client):
+        other_client.incr(KEY)
+
+    def judge(at, _result):
+        if int(r.get(KEY)) != 2:
+            raise ExerciseFailed(f"lost a request after command {at}")
+
+    with pytest.raises(ExerciseFailed, match="lost a request after command 1"):
+        every_interleaving(r, KEY, setup, read_then_write, other, judge)
+    assert every_interleaving(r, KEY, setup, incr, other, judge) == 1
+    with pytest.raises(ExerciseFailed, match="not the notebook's `r`"):
+        every_interleaving(r, KEY, setup, lambda client: incr(r), other, judge)

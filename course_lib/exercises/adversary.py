@@ -246,6 +246,31 @@ def every_crash(client, setup: Callable[[], None], call: Callable[[redis.Redis],
     return rounds
 
 
+def every_interleaving(client, key: str, setup: Callable[[], None], call: Callable[[redis.Redis], object],
+                       other: Callable[[redis.Redis], object], judge: Callable[[int, object], None]) -> int:
+    """The other app server acts right after each of the learner's commands naming `key`, in turn.
+
+    First `setup()` and `call(adversary_client)` run with no interference, to count the learner's
+    commands that name `key`, n. Then for at = 1 .. n: `setup()` again, `call` with `other(other
+    client)` run right after the at-th of those commands, and `judge(at, what call returned)`,
+    which raises ExerciseFailed if the outcome is wrong. Returns n.
+
+    Raises:
+        ExerciseFailed: from `judge`, or the function sent nothing through the client it was given.
+    """
+    setup()
+    with Adversary(client) as counting:
+        counted = counting.after(key, lambda _other: None, at=0)  # at 0 never fires: it only counts
+        call(counting.client)
+        counting.require_used()
+    for at in range(1, counted.touches + 1):
+        setup()
+        with Adversary(client) as adversary:
+            adversary.after(key, other, at=at)
+            judge(at, call(adversary.client))
+    return counted.touches
+
+
 class ProcessesFailed(RuntimeError):
     """A function run by `run_in_processes` raised, or did not return in time."""
 

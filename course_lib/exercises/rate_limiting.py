@@ -1,8 +1,9 @@
 """Checkers for chapter 05's exercises (see `course_lib.exercises` for the pattern).
 
-Each checker plays the other app servers against the learner's limiter (`adversary.Adversary`):
-another app server counts its own requests right after each of the learner's commands in turn,
-and the learner's app server crashes after each of its round trips in turn (`every_crash`).
+Each checker plays the other app servers against the learner's limiter (`adversary`): another app
+server counts its own requests right after each of the learner's commands in turn
+(`every_interleaving`), and the learner's app server crashes after each of its round trips in turn
+(`every_crash`).
 
 Keys written, all under `course:rate_limiting:exercise:`: `fixed:<n>` (strings, counters) and
 `log:<n>` (the sliding log's sorted set, plus any helper keys the learner names with `log:<n>` as a
@@ -12,7 +13,7 @@ prefix). `evaluate` deletes them before and after each check.
 from __future__ import annotations
 
 from course_lib.exercises import ExerciseFailed, exercise_prefix, returned
-from course_lib.exercises.adversary import Adversary, every_crash
+from course_lib.exercises.adversary import Adversary, every_crash, every_interleaving
 
 
 def _decision(value) -> bool:
@@ -20,25 +21,6 @@ def _decision(value) -> bool:
     if isinstance(value, int) and value in (0, 1):
         return bool(value)
     return returned(value, bool, "True (allowed) or False (denied)")
-
-
-def _interleavings(client, setup, call, other_key: str, other, judge) -> None:
-    """Run `call` once per learner command naming `other_key`, with `other` acting right after that command.
-
-    `setup()` resets the data before each run; `judge(at, result)` raises if the outcome is wrong.
-    The first run only counts the commands that name the key (the other app server never acts).
-    """
-    setup()
-    with Adversary(client) as counting:
-        counted = counting.after(other_key, lambda _other: None, at=10**9)
-        call(counting.client)
-        counting.require_used()
-        touches = counted.touches
-    for at in range(1, touches + 1):
-        setup()
-        with Adversary(client) as adversary:
-            adversary.after(other_key, other, at=at)
-            judge(at, call(adversary.client))
 
 
 def check_fixed_window(client, solution) -> None:
@@ -109,7 +91,7 @@ def check_fixed_window(client, solution) -> None:
                                  "reading and writing the count (a lock inside your process cannot stop another "
                                  "app server). Let one atomic command do the counting")
 
-    _interleavings(client, fresh, lambda c: solution(c, counter, limit, window), counter, other_counts, judge)
+    every_interleaving(client, counter, fresh, lambda c: solution(c, counter, limit, window), other_counts, judge)
 
 
 def _in_window(client, log: str, now_ms: int, window_ms: int) -> int:
@@ -186,7 +168,7 @@ def check_sliding_log(client, solution) -> None:
     def call(c):
         return solution(c, race, limit, window_ms, now_ms)
 
-    _interleavings(client, half_full, call, race, fill_the_window, judge)
+    every_interleaving(client, race, half_full, call, fill_the_window, judge)
 
     def unexpiring() -> str | None:
         eternal = sorted(name for name in client.scan_iter(match=race + "*") if client.ttl(name) == -1)

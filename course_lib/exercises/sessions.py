@@ -19,7 +19,8 @@ import random
 import time
 
 from course_lib.exercises import ExerciseFailed, exercise_prefix, returned
-from course_lib.exercises.adversary import Adversary, ProcessesFailed, every_crash, run_in_processes
+from course_lib.exercises.adversary import (Adversary, ProcessesFailed, every_crash, every_interleaving,
+                                            run_in_processes)
 from course_lib.keys import delete_prefix
 
 UNSAFE_IN_COOKIES = set(' ;,"\\\t\r\n')
@@ -171,15 +172,7 @@ def check_log_out_everywhere(client, solution) -> None:
     def call(c):
         return solution(c, prefix, "alice")
 
-    start()
-    with Adversary(client) as counting:
-        counted = counting.after(index, lambda _other: None, at=10**9)
-        call(counting.client)
-    for at in range(1, counted.touches + 1):
-        start()
-        with Adversary(client) as adversary:
-            adversary.after(index, login, at=at)
-            call(adversary.client)
+    def judge(at: int, _deleted) -> None:
         if orphans():
             raise ExerciseFailed(f"another app server logged alice in right after your command {at} on her index, "
                                  "and that live session is no longer in her index, so no later log-out can find "
@@ -187,6 +180,8 @@ def check_log_out_everywhere(client, solution) -> None:
         if sessions_of("alice") & {"a1", "a2", "a3"}:
             raise ExerciseFailed(f"with another app server logging alice in right after your command {at} on her "
                                  "index, some of her earlier sessions survived the log-out")
+
+    every_interleaving(client, index, start, call, login, judge)
 
     def orphaned() -> str | None:
         lost = orphans()

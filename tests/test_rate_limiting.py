@@ -359,6 +359,15 @@ def test_traffic_summary_shows_each_strategys_character(r):
     assert not list(r.scan_iter(match="course:rate_limiting:*"))
 
 
+def test_traffic_verdicts_turn_false_in_degraded_settings(r):
+    """Steady traffic never crosses a boundary in a burst (no 2x for the fixed window), and bursts
+    spaced two windows apart never find a bucket with more than its capacity (no more than 10)."""
+    steady = experiments.traffic_summary(r, patterns=("steady",), strategies=("fixed window",))
+    assert not steady["most_in_one_window"].iloc[0] == 20
+    burst = experiments.traffic_summary(r, patterns=("burst",), strategies=("token bucket",))
+    assert not burst["most_in_one_window"].iloc[0] > 10
+
+
 def test_traffic_widget_starts_idle_and_reports_on_run(r):
     widget = experiments.traffic_widget(r)
     status = widget.children[2]

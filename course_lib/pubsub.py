@@ -1,12 +1,13 @@
 """Chapter 03 · Pub/Sub: JSON events, subscribers that always wait a bounded time and always close,
-the guide's room fan-out done in Python, and a publish that also keeps a log for whoever was away.
+the guide's room fan-out done in Python, and a publish that also keeps a log for whoever was away
+(`publish_logged`), read back by a subscriber that recovers what it missed (`LogFollower`).
 
 Pub/Sub channels are not keys: they live outside the keyspace (no TTL, invisible to SCAN, untouched
 by `delete_prefix`), exist only while somebody subscribes, and store nothing. The course still names
 them like keys, `course:pubsub:<...>`, so `PUBSUB CHANNELS course:pubsub:*` lists exactly its own.
 
 Keys written: only `publish_logged` writes one, the stream the caller names (XADD, capped with
-`MAXLEN ~`), each entry holding one field `event` (the JSON text).
+`MAXLEN ~`), each entry holding one field `event` (the JSON text). `LogFollower` only reads it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import json
 import time
 from collections import deque
 from dataclasses import dataclass
+
+from course_lib import lua
 
 CONFIRMATIONS = {"subscribe", "psubscribe", "ssubscribe"}
 DELIVERIES = {"message", "pmessage", "smessage"}
@@ -62,6 +65,11 @@ class Subscriber:
 
     A subscribed connection is a different kind of connection: over RESP2 it may only (un)subscribe
     and PING, which is why redis-py gives it a connection of its own, taken from `client`'s pool.
+
+    When that connection drops and `client` has a `Retry` (the course's clients do), redis-py
+    quietly reconnects and subscribes again: the messages published in between are lost, and the
+    only trace is the server's new subscription confirmations. `resubscribed` counts them (one per
+    channel or pattern each time); `LogFollower` uses it to know when to read what it missed.
     Messages that arrive while nobody reads wait in the server's output buffer for this client; a
     reader that falls too far behind is disconnected (`client-output-buffer-limit pubsub`).
 
@@ -78,6 +86,7 @@ class Subscriber:
         self.channels, self.patterns, self.sharded = list(channels), list(patterns), list(sharded)
         self.confirm_timeout = confirm_timeout
         self.pubsub = None
+        self.resubscribed = 0  # confirmations after `__enter__`: redis-py reconnected and subscribed again
         self._early: deque[Message] = deque()  # messages that arrived before every confirmation did
 
     def __enter__(self) -> "Subscriber":
@@ -119,7 +128,8 @@ class Subscriber:
                 self._early.append(Message(raw["channel"], raw.get("pattern"), raw["data"]))
 
     def get(self, timeout: float) -> Message | None:
-        """The next message, waiting at most `timeout` seconds; None if none came."""
+        """The next message, waiting at most `timeout` seconds; None if none came, or as soon as the
+        server confirms a subscription again after a reconnection (see `resubscribed`)."""
         if self._early:
             return self._early.popleft()
         deadline = time.monotonic() + timeout
@@ -127,6 +137,9 @@ class Subscriber:
             raw = self._next(max(0.0, deadline - time.monotonic()))
             if raw is not None and raw["type"] in DELIVERIES:
                 return Message(raw["channel"], raw.get("pattern"), raw["data"])
+            if raw is not None and raw["type"] in CONFIRMATIONS:
+                self.resubscribed += 1
+                return None
             if time.monotonic() >= deadline:
                 return None
 
@@ -138,6 +151,19 @@ class Subscriber:
             message = self.get(max(0.0, deadline - time.monotonic()))
             if message is None:
                 break
+            received.append(message)
+        return received
+
+    def receive_until(self, marker: str, timeout: float) -> list[Message]:
+        """The messages before the first one whose text is `marker` (not included), waiting at most `timeout` in all.
+
+        A subscriber receives messages in the order they were published, on all its channels, so a
+        marker published last is a bounded way to say "that was everything": nobody waits for a
+        message that was never sent.
+        """
+        deadline = time.monotonic() + timeout
+        received: list[Message] = []
+        while (message := self.get(max(0.0, deadline - time.monotonic()))) is not None and message.data != marker:
             received.append(message)
         return received
 
@@ -160,22 +186,102 @@ def deliver_to_rooms(messages: list[Message], local_rooms: set[str]) -> list[dic
 
 
 def publish_logged(client, channel: str, stream: str, event: dict, maxlen: int = 10_000) -> tuple[int, str]:
-    """PUBLISH `event` for whoever listens now and XADD it to `stream` for whoever was away.
+    """XADD `event` to `stream` for whoever is away, then PUBLISH it with its entry id for whoever listens.
 
-    Both commands run in one MULTI/EXEC: no event reaches live listeners without also being
-    logged. A subscriber that reconnects reads what it missed with XRANGE from the last entry id it
-    saw (chapter 04 adds consumer groups and acknowledgements). `MAXLEN ~ maxlen` caps the log.
+    Commands: one Lua script (`pubsub_publish_logged.lua`): XADD <stream> MAXLEN ~ <maxlen> * event
+    <json>, then PUBLISH <channel> {"id": <entry id>, "event": <json>}. XADD comes first so the live
+    message can carry the id: a subscriber remembers the last id it processed and, after a
+    disconnection, reads the stream from there (`LogFollower`). The script is atomic: no event is
+    published without being logged, and no other client runs between the two. `MAXLEN ~` caps the
+    log, so a subscriber away longer than the log lasts still loses the oldest events.
+
+    Works on a cluster too: the stream is the script's only key, and a PUBLISH run by a script is
+    broadcast to every node like any other (the count is that node's receivers only).
 
     Returns:
         (receivers of the PUBLISH, id of the new stream entry).
-
-    Standalone only: redis-py's cluster pipeline refuses PUBLISH (RedisClusterException). On a
-    cluster, let consumers read the Stream itself (XREAD BLOCK, chapter 04), or send XADD and then
-    SPUBLISH as two commands and accept that a crash between them skips the live notification.
     """
-    payload = json.dumps(event, sort_keys=True)
-    with client.pipeline(transaction=True) as pipe:
-        pipe.publish(channel, payload)
-        pipe.xadd(stream, {"event": payload}, maxlen=maxlen, approximate=True)
-        receivers, entry_id = pipe.execute()
+    script = lua.register(client, "pubsub_publish_logged")
+    entry_id, receivers = script(keys=[stream], args=[channel, json.dumps(event, sort_keys=True), maxlen])
     return receivers, entry_id
+
+
+def _position(entry_id: str) -> tuple[int, int]:
+    milliseconds, sequence = entry_id.split("-")
+    return int(milliseconds), int(sequence)
+
+
+class LogFollower:
+    """Events published with `publish_logged`, each delivered once and in order, across disconnections.
+
+    Commands: SUBSCRIBE <channel> on entry (a `Subscriber`), XRANGE <stream> (<last_id> + COUNT <page>
+    (page after page) to catch up, and the live messages in between.
+
+        with LogFollower(client, channel, stream, last_id=saved) as mailer:
+            for entry_id, event in mailer.receive(10, timeout=1.0):
+                ...                    # then save mailer.last_id
+
+    The protocol, and why each step is in this order:
+    - subscribe **first**, read the stream **second**: reading first would lose whatever is
+      published between the read and the subscription. The price is a window in which an event
+      arrives both ways (it is in the stream *and* waiting on the subscription);
+    - every live message carries its stream id, and ids only grow, so a message whose id is not
+      after `last_id` was already processed: it is dropped and counted in `duplicates`;
+    - when redis-py reconnects the dropped connection by itself (`Subscriber.resubscribed` grows),
+      the events published meanwhile were lost live: the follower reads them from the stream
+      before the next live message.
+
+    `last_id` lives in this object; to survive a restart of the process, save it after processing
+    and pass it back. Caveat: if the stream was trimmed past `last_id`, the events in between are
+    gone (size `MAXLEN` for the longest outage). Standalone or cluster: the stream is one key.
+    """
+
+    def __init__(self, client, channel: str, stream: str, last_id: str = "0-0", page: int = 100):
+        self.client, self.stream, self.page = client, stream, page
+        self.last_id = last_id
+        self.duplicates = 0
+        self.subscriber = Subscriber(client, channels=[channel])
+        self._caught_up_at: int | None = None  # `subscriber.resubscribed` when the stream was last read
+
+    def __enter__(self) -> "LogFollower":
+        self.subscriber.__enter__()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.subscriber.close()
+
+    def _behind(self) -> bool:
+        return self._caught_up_at != self.subscriber.resubscribed
+
+    def catch_up(self) -> list[tuple[str, dict]]:
+        """Every event in the stream after `last_id`, oldest first (XRANGE, `page` entries per round trip)."""
+        self._caught_up_at = self.subscriber.resubscribed  # a reconnection during the read means: read again
+        caught: list[tuple[str, dict]] = []
+        while entries := self.client.xrange(self.stream, min="(" + self.last_id, count=self.page):
+            for entry_id, fields in entries:
+                caught.append((entry_id, json.loads(fields["event"])))
+                self.last_id = entry_id
+        return caught
+
+    def receive(self, count: int, timeout: float) -> list[tuple[str, dict]]:
+        """New events as (id, event): first what the stream holds that was missed, then live ones,
+        until there are `count` or `timeout` seconds have passed; duplicates are dropped."""
+        deadline = time.monotonic() + timeout
+        got: list[tuple[str, dict]] = []
+        while len(got) < count:
+            if self._behind():
+                got += self.catch_up()
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            message = self.subscriber.get(remaining)
+            if message is None:  # the time is up, or the subscription was just restored: caught up above
+                continue
+            envelope = message.event()
+            if _position(envelope["id"]) <= _position(self.last_id):
+                self.duplicates += 1
+                continue
+            self.last_id = envelope["id"]
+            got.append((envelope["id"], envelope["event"]))
+        return got

@@ -5,15 +5,19 @@ group hands each new entry to exactly one of its consumers and remembers it as *
 consumer until it is acknowledged (XACK). These patterns add what the guide leaves out:
 creating a group twice without an error (`ensure_group`), acknowledging only after the work is
 done (`process_new`), taking over the entries a dead worker left pending and moving an entry that
-keeps failing to a dead-letter stream (`recover`), applying an entry's effect at most once although
-it may be delivered more than once (`apply_once`), and keeping the log bounded (`append`).
+keeps failing to a dead-letter stream (`recover`, `dead_letter`), applying an entry's effect at most
+once although it may be delivered more than once (`apply_once`), and keeping the log bounded (`append`).
+
+Neither MULTI/EXEC nor a Lua script rolls back: a command that fails at run time (WRONGTYPE, a value
+that is not an integer) fails alone, and the writes before it stay. So the scripts here run every
+command that can fail before their first write.
 
 Keys written (the caller chooses the names; the chapter uses a `{orders}` hash tag so that a stream,
 its dead-letter stream and its bookkeeping share one cluster slot):
 - `<stream>`: stream, the events; its consumer groups live inside the same key;
 - `<dead stream>`: stream, entries given up on, fields + `original_id` + `deliveries`;
 - `<seen>`: set of stream ids whose effect was applied (`apply_once`);
-- `<total>`: string holding a number, the effect `apply_once` applies.
+- `<total>`: string holding an integer, an amount in cents, the effect `apply_once` applies.
 
 Cluster caveat: a stream is one key, so it lives on one shard and all its groups' traffic goes to
 that shard's primary; spread load over several streams (e.g. one per tenant or per partition).
@@ -98,27 +102,36 @@ def append(client, stream: str, fields: Mapping[str, object], maxlen: int = 100_
 
 def process_new(client, stream: str, group: str, consumer: str, handler: Handler,
                 count: int = 10, block_ms: int | None = 500) -> int:
-    """Read up to `count` new entries for `consumer` and acknowledge each one after `handler` returns.
+    """Read up to `count` new entries for `consumer`; acknowledge, in one XACK, those whose `handler` returned.
 
-    Commands: XREADGROUP GROUP <group> <consumer> COUNT <count> BLOCK <block_ms> STREAMS <stream> >
-    then one XACK per handled entry. If `handler` raises, that entry is left pending (unacknowledged)
-    and the rest of the batch still runs; `recover` retries it later. If the worker dies, every entry
-    it had not acknowledged stays pending too: at-least-once delivery. Keep `block_ms` well under
-    the client's socket timeout (5 s for `connect()`), or the client gives up first.
+    Commands: XREADGROUP GROUP <group> <consumer> COUNT <count> BLOCK <block_ms> STREAMS <stream> >,
+    then one XACK <stream> <group> <id> ... for the handled entries of the batch: two round trips
+    per batch, whatever its size. If `handler` raises, that entry is left pending (unacknowledged)
+    and the rest of the batch still runs; `recover` retries it later. If the worker dies before the
+    XACK, every entry of its batch stays pending, the handled ones too, and is delivered again:
+    at-least-once delivery, so effects must be idempotent (`apply_once`). Acknowledging each entry
+    right after its handler would redeliver fewer after a crash, for one more round trip per entry.
+
+    Timeouts: BLOCK bounds the wait on the server (`None`: do not block; 0 would wait forever). The
+    client's socket timeout bounds every reply, this one included, and redis-py does not extend it
+    for blocking commands: keep `block_ms` under it (`connect()`'s is `SOCKET_TIMEOUT`, 5 s), or the
+    read fails with TimeoutError, and a retried XREADGROUP may already have delivered entries the
+    timed-out attempt never returned: they stay pending until `recover` claims them.
 
     Returns:
         How many entries were handled and acknowledged.
     """
     reply = client.xreadgroup(group, consumer, {stream: ">"}, count=count, block=block_ms)
-    done = 0
+    done = []
     for entry_id, fields in entries(reply):
         try:
             handler(entry_id, fields)
         except Exception:  # a failed entry stays pending for `recover`; the others go on
             continue
-        client.xack(stream, group, entry_id)
-        done += 1
-    return done
+        done.append(entry_id)
+    if done:
+        client.xack(stream, group, *done)
+    return len(done)
 
 
 def wait_until_idle(client, stream: str, group: str, min_idle_ms: int, timeout: float = 5.0) -> int:
@@ -147,68 +160,96 @@ class Recovery:
     dead_lettered: int = 0
 
 
-def dead_letter(client, stream: str, group: str, dead_stream: str, entry: Entry, deliveries: int) -> None:
-    """Copy an entry to `dead_stream` (with `original_id` and `deliveries`) and acknowledge it.
+def dead_letter(client, stream: str, group: str, dead_stream: str, entry: Entry, deliveries: int) -> bool:
+    """Copy an entry to `dead_stream` (its fields + `original_id` and `deliveries`) and acknowledge it.
 
-    Commands: MULTI, XADD <dead_stream> * ..., XACK <stream> <group> <id>, EXEC: both or neither.
-    Cluster: a transaction needs both keys in one slot, hence a shared hash tag such as `{orders}`.
+    Commands: one Lua script (`streams_dead_letter.lua`): TYPE <dead_stream> and XPENDING <stream>
+    <group> <id> <id> 1 first, then XADD <dead_stream> * ... and XACK <stream> <group> <id>. Atomic:
+    no other client runs between them. But a script, like MULTI, does not roll back: had the XACK
+    run and the XADD failed (the dead-letter key holding another type), the entry would be acknowledged
+    and copied nowhere, i.e. lost. So the script checks first, writes nothing if a check fails, and
+    does the write that could fail (XADD) before the one that cannot (XACK). An entry no longer
+    pending (another rescuer moved it) is left alone, so it is never dead-lettered twice.
+    Cluster: both keys in one slot, hence a shared hash tag such as `{orders}`.
+
+    Returns:
+        True if moved now, False if the entry was not pending (nothing written).
+
+    Raises:
+        ResponseError: `dead_stream` is not a stream, or the group does not exist (nothing written).
     """
     entry_id, fields = entry
-    with client.pipeline(transaction=True) as pipe:
-        pipe.xadd(dead_stream, {**fields, "original_id": entry_id, "deliveries": deliveries})
-        pipe.xack(stream, group, entry_id)
-        pipe.execute()
+    pairs = [item for field_value in fields.items() for item in field_value]
+    script = lua.register(client, "streams_dead_letter")
+    return bool(script(keys=[stream, dead_stream], args=[group, entry_id, deliveries, *pairs]))
 
 
 def recover(client, stream: str, group: str, consumer: str, handler: Handler, dead_stream: str,
             min_idle_ms: int = 60_000, max_deliveries: int = 3, count: int = 100) -> Recovery:
     """Take over entries pending longer than `min_idle_ms` (their worker presumably died) and retry them.
 
-    Commands: XAUTOCLAIM <stream> <group> <consumer> <min_idle_ms> 0-0 COUNT <count> (atomic: an
-    entry moves to `consumer` and its delivery count goes up by one), XPENDING <stream> <group>
-    <id> <id> 1 per claimed entry for its delivery count (one pipeline), then per entry either the
-    handler and XACK, or, once the entry has been delivered more than `max_deliveries` times,
-    `dead_letter`. An entry that
-    fails again stays pending, to be claimed again later. One call claims at most `count` entries:
-    call it periodically. `min_idle_ms` must exceed the longest normal processing time, or a live
-    but slow worker's entries are taken from it and processed twice.
+    Commands, per page of at most `count` entries: XAUTOCLAIM <stream> <group> <consumer>
+    <min_idle_ms> <cursor> COUNT <count> (atomic: an entry moves to `consumer` and its delivery
+    count goes up by one), XPENDING <stream> <group> <id> <id> 1 per claimed entry for its delivery
+    count (one pipeline), then per entry either the handler and XACK, or, once the entry has been
+    delivered more than `max_deliveries` times, `dead_letter`. XAUTOCLAIM returns a cursor with each
+    page: the next page starts there, until the cursor is 0-0. Starting over at 0-0 instead would
+    claim again the entries that just failed (with min idle 0 they qualify at once) and never reach
+    the ones after them. An entry that fails again stays pending, to be claimed by a later call:
+    call it periodically. `min_idle_ms` must exceed the longest normal processing time, or a live but
+    slow worker's entries are taken from it and processed twice.
     """
-    _, claimed, *_ = client.xautoclaim(stream, group, consumer, min_idle_time=min_idle_ms,
-                                       start_id="0-0", count=count)
-    claimed = [(entry_id, fields) for entry_id, fields in claimed if fields is not None]
-    if not claimed:
-        return Recovery()
-    with client.pipeline(transaction=False) as pipe:
-        for entry_id, _ in claimed:
-            pipe.xpending_range(stream, group, min=entry_id, max=entry_id, count=1)
-        deliveries = {item["message_id"]: item["times_delivered"] for reply in pipe.execute() for item in reply}
     processed = failed = dead = 0
-    for entry_id, fields in claimed:
-        times = deliveries.get(entry_id, 1)
-        if times > max_deliveries:
-            dead_letter(client, stream, group, dead_stream, (entry_id, fields), times)
-            dead += 1
-            continue
-        try:
-            handler(entry_id, fields)
-        except Exception:  # stays pending, with its delivery count, for the next recovery
-            failed += 1
-            continue
-        client.xack(stream, group, entry_id)
-        processed += 1
-    return Recovery(processed, failed, dead)
+    cursor = "0-0"
+    while True:
+        cursor, claimed, *_ = client.xautoclaim(stream, group, consumer, min_idle_time=min_idle_ms,
+                                                start_id=cursor, count=count)
+        claimed = [(entry_id, fields) for entry_id, fields in claimed if fields is not None]
+        with client.pipeline(transaction=False) as pipe:
+            for entry_id, _ in claimed:
+                pipe.xpending_range(stream, group, min=entry_id, max=entry_id, count=1)
+            deliveries = {item["message_id"]: item["times_delivered"] for reply in pipe.execute() for item in reply}
+        for entry_id, fields in claimed:
+            times = deliveries.get(entry_id, 1)
+            if times > max_deliveries:
+                dead += dead_letter(client, stream, group, dead_stream, (entry_id, fields), times)
+                continue
+            try:
+                handler(entry_id, fields)
+            except Exception:  # stays pending, with its delivery count, for the next recovery
+                failed += 1
+                continue
+            client.xack(stream, group, entry_id)
+            processed += 1
+        if cursor == "0-0":
+            return Recovery(processed, failed, dead)
 
 
-def apply_once(client, seen: str, total: str, entry_id: str, amount: float) -> bool:
-    """Add `amount` to `total` unless entry `entry_id` was applied before: idempotent processing.
+def apply_once(client, seen: str, total: str, entry_id: str, cents: int) -> bool:
+    """Add `cents` to `total` unless entry `entry_id` was applied before: idempotent processing.
 
-    Commands: one Lua script (SADD <seen> <id>, and only if it added: INCRBYFLOAT <total> <amount>),
-    so marking and applying happen together or not at all. Delivery is at-least-once (a worker that
-    dies after the work but before XACK gets its entry redelivered), so effects must be idempotent.
+    Commands: one Lua script (`streams_apply_once.lua`): SISMEMBER <seen> <id>; if absent, INCRBY
+    <total> <cents>, then SADD <seen> <id>. Atomic, and ordered because a script does not roll back:
+    INCRBY, which refuses a total or an amount that is not an integer, is the first write, and SADD
+    after it cannot fail (SISMEMBER already checked the set's type). So an id is never marked
+    without its effect, nor an effect applied without its id. Delivery is at-least-once (a worker
+    that dies after the work but before XACK gets its entry redelivered), so effects must be
+    idempotent.
+
+    Money is counted in integer cents: INCRBY is exact, while floats cannot hold most decimal
+    amounts (0.1 + 0.2 != 0.3 in Python) and INCRBYFLOAT's result depends on the server's long
+    double precision and its 17-digit formatting.
+
     Cluster: both keys need one hash tag. Production: the `seen` set grows with every entry; expire
     it or prune ids older than what the stream still holds.
 
     Returns:
         True if applied now, False for a duplicate.
+
+    Raises:
+        TypeError: `cents` is not an int (a float amount is refused before anything is sent).
+        ResponseError: `total` holds something other than an integer (nothing written).
     """
-    return bool(lua.register(client, "streams_apply_once")(keys=[seen, total], args=[entry_id, amount]))
+    if isinstance(cents, bool) or not isinstance(cents, int):
+        raise TypeError(f"amounts are integer cents, got {cents!r}")
+    return bool(lua.register(client, "streams_apply_once")(keys=[seen, total], args=[entry_id, cents]))

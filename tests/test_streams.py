@@ -3,6 +3,7 @@
 import time
 
 import pytest
+import redis
 from redis.exceptions import ResponseError
 
 from course_lib import streams
@@ -13,6 +14,7 @@ from course_lib.exercises import streams as checkers
 from course_lib.exercises.solutions import streams as reference
 from course_lib.experiments import streams as experiments
 from course_lib.keys import key
+from course_lib.pipelines import RoundTripCounter
 from course_lib.servers import ServerError, wait_for
 
 STREAM = key("streams", "{orders}")
@@ -150,17 +152,103 @@ def test_dead_letter_is_atomic_on_the_cluster(rc):
 def test_apply_once_ignores_a_redelivery(r, rc):
     for client in (r, rc):
         seen, total = key("streams", "{orders}", "seen"), key("streams", "{orders}", "revenue")
-        assert streams.apply_once(client, seen, total, "1-1", 9.5) is True
-        assert streams.apply_once(client, seen, total, "1-1", 9.5) is False
-        assert streams.apply_once(client, seen, total, "1-2", 0.5) is True
-        assert float(client.get(total)) == 10.0
+        assert streams.apply_once(client, seen, total, "1-1", 950) is True
+        assert streams.apply_once(client, seen, total, "1-1", 950) is False
+        assert streams.apply_once(client, seen, total, "1-2", 50) is True
+        assert client.get(total) == "1000"
+
+
+def test_apply_once_takes_integer_cents_and_marks_nothing_when_the_total_is_not_an_integer(r):
+    seen, total = key("streams", "{orders}", "seen"), key("streams", "{orders}", "revenue")
+    with pytest.raises(TypeError, match="integer cents"):
+        streams.apply_once(r, seen, total, "1-1", 9.5)
+    r.set(total, "9.5")  # left by a float-based version
+    with pytest.raises(ResponseError, match="not an integer"):
+        streams.apply_once(r, seen, total, "1-1", 950)
+    assert not r.sismember(seen, "1-1") and r.get(total) == "9.5"  # no rollback needed: nothing was written
+    r.delete(total)
+    r.set(seen, "not a set")
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        streams.apply_once(r, seen, total, "1-1", 950)
+    assert not r.exists(total)
+
+
+def _one_pending(client):
+    streams.ensure_group(client, STREAM, "mailer")
+    (entry_id,) = _fill(client, 1)
+    client.xreadgroup("mailer", "crashed", {STREAM: ">"}, count=1)
+    return entry_id
+
+
+def test_multi_does_not_roll_back_so_a_failed_copy_loses_the_entry(r):
+    entry_id = _one_pending(r)
+    r.set(DEAD, "not a stream")
+    with r.pipeline(transaction=True) as pipe:
+        pipe.xadd(DEAD, {"order": "0"}).xack(STREAM, "mailer", entry_id)
+        copied, acked = pipe.execute(raise_on_error=False)
+    assert isinstance(copied, ResponseError) and acked == 1
+    assert r.xpending(STREAM, "mailer")["pending"] == 0  # acknowledged, copied nowhere: lost
+
+
+def test_dead_letter_checks_before_writing(r):
+    entry_id = _one_pending(r)
+    r.set(DEAD, "not a stream")
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        streams.dead_letter(r, STREAM, "mailer", DEAD, (entry_id, {"order": "0"}), 4)
+    assert r.xpending(STREAM, "mailer")["pending"] == 1  # still pending: nothing was written
+    r.delete(DEAD)
+    with pytest.raises(ResponseError, match="NOGROUP"):
+        streams.dead_letter(r, STREAM, "no-such-group", DEAD, (entry_id, {"order": "0"}), 4)
+    assert not r.exists(DEAD)
+    assert streams.dead_letter(r, STREAM, "mailer", DEAD, (entry_id, {"order": "0"}), 4) is True
+    assert streams.dead_letter(r, STREAM, "mailer", DEAD, (entry_id, {"order": "0"}), 4) is False  # moved already
+    [(_, copy)] = r.xrange(DEAD)
+    assert copy == {"order": "0", "original_id": entry_id, "deliveries": "4"}
+    assert r.xpending(STREAM, "mailer")["pending"] == 0
+
+
+def test_recover_follows_the_cursor_past_one_page(r):
+    streams.ensure_group(r, STREAM, "mailer")
+    _fill(r, 25)
+    r.xreadgroup("mailer", "crashed", {STREAM: ">"}, count=100)
+    result = streams.recover(r, STREAM, "mailer", "rescuer", _fail_on("3", "17"), DEAD, min_idle_ms=0, count=10)
+    assert result == streams.Recovery(processed=23, failed=2)
+    pending = r.xpending_range(STREAM, "mailer", min="-", max="+", count=100)
+    assert [item["times_delivered"] for item in pending] == [2, 2]  # each failure claimed once, not again
+
+
+def test_process_new_acknowledges_a_batch_in_one_xack(r):
+    streams.ensure_group(r, STREAM, "mailer")
+    _fill(r, 5)
+    counter = RoundTripCounter(r)
+    try:
+        assert streams.process_new(counter.client, STREAM, "mailer", "a", _fail_on("2"), block_ms=None) == 4
+        assert counter.batch_sizes == [1, 1] and counter.commands == {"XREADGROUP": 1, "XACK": 1}
+    finally:
+        counter.close()
+    assert r.xpending(STREAM, "mailer")["pending"] == 1
+
+
+def test_a_block_longer_than_the_socket_timeout_fails_on_the_client(r):
+    streams.ensure_group(r, STREAM, "mailer", start_id="$")
+    impatient = connect(socket_timeout=0.2, retry=None)
+    try:
+        with pytest.raises(redis.TimeoutError):
+            streams.process_new(impatient, STREAM, "mailer", "a", lambda i, f: None, block_ms=2000)
+    finally:
+        impatient.close()
 
 
 def test_batch_reads_cost_fewer_round_trips_and_less_time(r):
-    table = experiments.run_batch_reads(r, messages=300, rounds=1).set_index("count")
-    assert table.loc[1, "round_trips"] == 601 and table.loc[100, "round_trips"] == 7
-    assert table.loc[100, "us_per_message"] < table.loc[1, "us_per_message"]
+    table = experiments.run_batch_reads(r, messages=300, rounds=1)
+    assert table.set_index("count")["round_trips"].to_dict() == {1: 601, 100: 7}  # counted on the client
+    assert experiments.batching_speedup(table) >= 3  # the notebook's verdict
     assert not r.exists(key("streams", "{batch}", "events"))
+
+
+def test_batch_reads_verdict_fails_when_batches_barely_batch(r):
+    table = experiments.run_batch_reads(r, messages=300, counts=(1, 2), rounds=2)
+    assert experiments.batching_speedup(table) < 3
 
 
 def test_simulation_is_deterministic_and_accounts_for_every_event(r):

@@ -1,9 +1,10 @@
 """Chapter 03's experiments, each `run_*(...) -> pandas.DataFrame`, and the fan-out playground widget.
 
-- `run_fan_out`: the guide's Socket.IO set-up, N app servers (threads) each with its own subscriber;
+- `run_fan_out`: the guide's Socket.IO set-up, N app servers (threads) each with its own subscriber,
+  some of them possibly late (restarted during the traffic);
 - `run_delivery_latency`: PUBLISH until the last of N subscribers has the message, on loopback;
-- `run_slow_subscriber`: a subscriber that never reads, on a scratch server with a small
-  `client-output-buffer-limit pubsub`, until the server disconnects it;
+- `run_slow_subscriber`: a subscriber that never reads, on a scratch server with a given
+  `client-output-buffer-limit pubsub`, until the server disconnects it (`closed_at_its_limit`: its verdict);
 - `run_playground` / `playground_widget`: publish on a channel, see which of three subscribers got it.
 
 No keys are written: everything here is channels, named `course:pubsub:<...>`.
@@ -12,6 +13,7 @@ No keys are written: everything here is channels, named `course:pubsub:<...>`.
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 
 import pandas as pd
@@ -24,6 +26,7 @@ from course_lib.pubsub import Subscriber, deliver_to_rooms, publish_event
 from course_lib.servers import scratch_server, wait_for
 
 CHAT = key("pubsub", "chat")
+END = "end-of-run"  # the fan-out's last message: every server reads until it
 PLAY = key("pubsub", "play")
 # Who listens to what in the playground: a pattern, an exact channel, another pattern.
 PLAYGROUND = {
@@ -34,26 +37,44 @@ PLAYGROUND = {
 PLAYGROUND_CHANNELS = ("orders.created", "orders.paid", "users.created", "users.deleted")
 
 
-def run_fan_out(client, rooms: dict[str, set[str]], events: list[dict], timeout: float = 10.0) -> pd.DataFrame:
+def run_fan_out(client, rooms: dict[str, set[str]], events: list[dict], late: tuple[str, ...] = (),
+                timeout: float = 10.0) -> pd.DataFrame:
     """Every app server in `rooms` (name -> rooms its users joined) subscribes to the chat channel;
     the `events` (dicts with a `room`) are published while each server receives in its own thread.
 
-    Subscriptions are confirmed before any thread starts, so no event can be published too early;
-    the threads (servers + 1 publisher) start together and are all joined within `timeout`.
+    The servers in `late` subscribe only after the first half of the events was published (a server
+    deployed or restarted during the traffic): Pub/Sub replays nothing, so they never get that half.
+    The others' subscriptions are confirmed before any thread starts. The threads (servers + 1
+    publisher) start together; the publisher ends with a marker, each server reads until it
+    (`Subscriber.receive_until`), and all are joined within `timeout`.
 
     Returns:
-        One row per server: `received` (every event reached every server), `delivered` (events for
-        rooms with local users, the `io.to(room)` filter) and the delivered `texts`, sorted.
+        One row per server: `received` (chat messages that reached it), `delivered` (those for rooms
+        with local users, the `io.to(room)` filter) and the delivered `texts`, sorted.
     """
+    names, half = list(rooms), len(events) // 2
+    first_half_out = threading.Barrier(len(late) + 1)  # the publisher and the late servers meet twice:
+    late_subscribed = threading.Barrier(len(late) + 1)  # after the first half, and once they subscribed
     with contextlib.ExitStack() as stack:
-        subscribers = [stack.enter_context(Subscriber(client, channels=[CHAT])) for _ in rooms]
+        on_time = {name: stack.enter_context(Subscriber(client, channels=[CHAT])) for name in names if name not in late}
 
         def work(slot: int):
-            if slot == len(subscribers):
-                return [publish_event(client, CHAT, event) for event in events]
-            return subscribers[slot].receive(len(events), timeout=timeout)
+            if slot == len(names):  # the publisher
+                counts = [publish_event(client, CHAT, event) for event in events[:half]]
+                first_half_out.wait(timeout)
+                late_subscribed.wait(timeout)
+                counts += [publish_event(client, CHAT, event) for event in events[half:]]
+                client.publish(CHAT, END)
+                return counts
+            name = names[slot]
+            if name in on_time:
+                return on_time[name].receive_until(END, timeout)
+            first_half_out.wait(timeout)
+            with Subscriber(client, channels=[CHAT]) as subscriber:
+                late_subscribed.wait(timeout)
+                return subscriber.receive_until(END, timeout)
 
-        *received, _counts = run_together(work, len(subscribers) + 1, timeout=timeout + 5, what="fan-out")
+        *received, _counts = run_together(work, len(names) + 1, timeout=timeout + 5, what="fan-out")
     rows = []
     for (server, local_rooms), messages in zip(rooms.items(), received):
         delivered = deliver_to_rooms(messages, local_rooms)
@@ -85,8 +106,9 @@ def run_delivery_latency(client, subscribers: int = 3, samples: int = 300) -> pd
     return pd.DataFrame([{"subscribers": subscribers, "samples": samples, **summary_ms(durations)}])
 
 
-def _listed(admin, name: str) -> bool:
-    return any(entry.get("name") == name for entry in admin.client_list())
+def _output_buffer(admin, name: str) -> int | None:
+    """The output buffer bytes (CLIENT LIST `omem`) of the client called `name`; None if it is not connected."""
+    return next((int(entry["omem"]) for entry in admin.client_list() if entry.get("name") == name), None)
 
 
 def run_slow_subscriber(limit: str = "pubsub 64kb 32kb 60", message_bytes: int = 4096,
@@ -94,12 +116,15 @@ def run_slow_subscriber(limit: str = "pubsub 64kb 32kb 60", message_bytes: int =
     """A subscriber that never reads, on a scratch server configured with `limit`.
 
     Messages of `message_bytes` are published until PUBLISH reports 0 receivers (at most
-    `max_messages`). The kernel's socket buffers absorb the first few megabytes; after that the
-    server queues them in the client's output buffer, and past the hard limit it closes the client.
-    A bounded wait then confirms CLIENT LIST no longer shows it.
+    `max_messages`); after each one, CLIENT LIST tells how much the server holds in the subscriber's
+    output buffer (`omem`). The kernel's socket buffers absorb the first few megabytes (nothing
+    queues in the server yet); after that the buffer grows until it passes the hard limit, and the
+    server closes the client. A bounded wait then confirms CLIENT LIST no longer shows it.
 
     Returns:
-        One row: listed before, messages published until the drop, megabytes, listed after.
+        One row: the limit, its hard limit in MB (from CONFIG GET), whether the subscriber was listed
+        before, messages and MB published until the drop, the largest output buffer seen (MB),
+        dropped, listed after.
     """
     channel = key("pubsub", "firehose")
     payload = "x" * message_bytes
@@ -107,21 +132,31 @@ def run_slow_subscriber(limit: str = "pubsub 64kb 32kb 60", message_bytes: int =
         admin = server.client()
         slow = redis.Redis(host="127.0.0.1", port=server.port, decode_responses=True, client_name="slow-subscriber")
         try:
+            configured = admin.config_get("client-output-buffer-limit")["client-output-buffer-limit"].split()
+            hard = int(configured[configured.index("pubsub") + 1])
             with Subscriber(slow, channels=[channel]):
-                listed_before = _listed(admin, "slow-subscriber")
-                published, dropped = 0, False
+                listed_before = _output_buffer(admin, "slow-subscriber") is not None
+                published, dropped, peak = 0, False, 0
                 while published < max_messages and not dropped:
                     published += 1
                     dropped = admin.publish(channel, payload) == 0
+                    peak = max(peak, _output_buffer(admin, "slow-subscriber") or 0)
                 if dropped:
-                    wait_for(lambda: not _listed(admin, "slow-subscriber"), 10, "the slow subscriber to be closed")
-                listed_after = _listed(admin, "slow-subscriber")
+                    wait_for(lambda: _output_buffer(admin, "slow-subscriber") is None, 10,
+                             "the slow subscriber to be closed")
+                listed_after = _output_buffer(admin, "slow-subscriber") is not None
         finally:
             slow.close()
             admin.close()
-    return pd.DataFrame([{"limit": limit, "listed before": listed_before, "messages published": published,
-                          "MB published": round(published * message_bytes / 1e6, 1), "dropped": dropped,
-                          "listed after": listed_after}])
+    return pd.DataFrame([{"limit": limit, "hard limit MB": round(hard / 2**20, 3), "listed before": listed_before,
+                          "messages published": published, "MB published": round(published * message_bytes / 2**20, 1),
+                          "peak buffer MB": round(peak / 2**20, 3), "dropped": dropped, "listed after": listed_after}])
+
+
+def closed_at_its_limit(row) -> bool:
+    """The verdict on a `run_slow_subscriber` row: the server let the output buffer grow to at least
+    half its hard limit, and then closed the subscriber (a limit never reached, or never enforced, fails)."""
+    return bool(row["dropped"] and not row["listed after"] and row["peak buffer MB"] >= 0.5 * row["hard limit MB"])
 
 
 def run_playground(client, channel: str, message: str = "hello", timeout: float = 5.0) -> pd.DataFrame:

@@ -1,7 +1,7 @@
 """Chapter 04's experiments: each `run_*` returns a DataFrame; `simulator_widget` wraps `run_simulation`.
 
 Keys written (all under `course:streams:`, each run deletes what it wrote before starting and after):
-- `{batch}:events`: stream with group `batch`: `run_batch_reads`;
+- `{batch}:events`: stream with group `batch`: `run_batch_reads` (`batching_speedup` reads its table);
 - `{sim}:events`, `{sim}:events:dead`: streams (group `workers`): `run_simulation`.
 """
 
@@ -13,7 +13,8 @@ import time
 import pandas as pd
 
 from course_lib.keys import delete_prefix, key
-from course_lib.streams import Recovery, ensure_group, entries, process_new, recover
+from course_lib.pipelines import RoundTripCounter
+from course_lib.streams import Recovery, ensure_group, process_new, recover
 
 CHAPTER = "streams"
 
@@ -23,39 +24,51 @@ def _forget(client, tag: str) -> None:
 
 
 def run_batch_reads(client, messages: int = 2000, counts: tuple[int, ...] = (1, 100), rounds: int = 3) -> pd.DataFrame:
-    """Drain `messages` entries through a consumer group reading COUNT n at a time, for each n.
+    """Drain `messages` entries through a consumer group with `process_new`, COUNT n at a time, for each n.
 
-    Each read is one XREADGROUP and each batch one XACK of all its ids: COUNT 1 costs two round trips
-    per entry, COUNT 100 two per hundred. The sizes take turns `rounds` times; the best (least
-    disturbed) run of each is kept. Returns rows: count, messages, round_trips, seconds, us_per_message.
+    What is measured is the taught pattern itself: each call is one XREADGROUP and one XACK of the
+    batch's handled ids, so COUNT 1 costs two round trips per entry and COUNT 100 two per hundred.
+    The round trips are counted on the client (`RoundTripCounter`), not computed. The sizes take
+    turns `rounds` times; the best (least disturbed) run of each is kept.
+
+    Returns rows: count, messages, round_trips, seconds, us_per_message.
     """
     stream, group = key(CHAPTER, "{batch}", "events"), "batch"
     best: dict[int, float] = {}
     trips: dict[int, int] = {}
-    for _ in range(rounds):
-        for count in counts:
-            _forget(client, "batch")
-            with client.pipeline(transaction=False) as pipe:
-                for n in range(messages):
-                    pipe.xadd(stream, {"n": n})
-                pipe.execute()
-            ensure_group(client, stream, group)
-            calls = 0
-            start = time.perf_counter()
-            while True:
-                batch = entries(client.xreadgroup(group, "reader", {stream: ">"}, count=count))
-                calls += 1
-                if not batch:
-                    break
-                client.xack(stream, group, *(entry_id for entry_id, _ in batch))
-                calls += 1
-            elapsed = time.perf_counter() - start
-            best[count] = min(best.get(count, elapsed), elapsed)
-            trips[count] = calls
-    _forget(client, "batch")
+    counter = RoundTripCounter(client)
+    try:
+        for _ in range(rounds):
+            for count in counts:
+                _forget(client, "batch")
+                with client.pipeline(transaction=False) as pipe:
+                    for n in range(messages):
+                        pipe.xadd(stream, {"n": n})
+                    pipe.execute()
+                ensure_group(client, stream, group)
+                handled = 0
+                counter.reset()
+                start = time.perf_counter()
+                while done := process_new(counter.client, stream, group, "reader", lambda entry_id, fields: None,
+                                          count=count, block_ms=None):
+                    handled += done
+                elapsed = time.perf_counter() - start
+                if handled != messages:
+                    raise RuntimeError(f"drained {handled} of {messages} entries")
+                best[count] = min(best.get(count, elapsed), elapsed)
+                trips[count] = counter.round_trips
+    finally:
+        counter.close()
+        _forget(client, "batch")
     return pd.DataFrame([{"count": count, "messages": messages, "round_trips": trips[count],
                           "seconds": round(best[count], 4),
                           "us_per_message": round(best[count] / messages * 1e6, 1)} for count in counts])
+
+
+def batching_speedup(table: pd.DataFrame) -> float:
+    """How many times faster per entry the largest COUNT of a `run_batch_reads` table is than COUNT 1."""
+    per_message = table.set_index("count")["us_per_message"]
+    return float(per_message[1] / per_message[per_message.index.max()])
 
 
 class _Crash(Exception):

@@ -130,8 +130,15 @@ def batched(client, commands: Iterable[Sequence], size: int = 1000,
     `transaction` is true). A pipeline holds every command and every reply in memory until it has
     been executed, on the client and in the server's output buffer for this client; chunking keeps
     both bounded while still saving all but one round trip in `size`. Replies are yielded as they
-    arrive, chunk by chunk; an error reply is yielded as its `ResponseError` instead of raised, so
-    one bad command does not hide the results of the others.
+    arrive, chunk by chunk.
+
+    Errors: without `transaction`, every error reply, whether the server refused the command
+    (unknown command, wrong number of arguments) or it failed while running (WRONGTYPE), is
+    yielded in its place as a `ResponseError`, and the other commands ran. With `transaction` only
+    run-time errors are: the rest of the chunk ran (EXEC does not roll back). A command refused while
+    queueing makes the server discard the whole chunk at EXEC (EXECABORT: none of its commands ran),
+    and redis-py then raises that command's `ResponseError` even with `raise_on_error=False`; the
+    chunks before it stay applied, and the generator stops.
 
     Not atomic: each chunk is a separate round trip, and without `transaction` other clients'
     commands can run between any two commands. Works on a `RedisCluster` too (its pipeline

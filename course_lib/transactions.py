@@ -1,6 +1,11 @@
 """Transactions: the guide's WATCH-based deduction as a baseline, the course's bounded-retry
 `deduct` and `transfer` (WATCH / MULTI / EXEC on a connection of their own), and the Lua alternative.
 
+Neither MULTI/EXEC nor a Lua script rolls back: a command that fails at run time (INCRBY on a key
+holding "n/a") fails alone, and the writes before it stay done. So every operation here checks,
+before its first write, that each key it writes holds an integer (`NotABalance` otherwise), and
+the WATCH versions watch those keys so that the check still holds at EXEC.
+
 Optimistic locking in three steps: WATCH the keys a decision reads, read them, then send the writes
 inside MULTI ... EXEC. If any watched key changed between WATCH and EXEC, the server discards the
 whole transaction (EXEC answers nil, redis-py raises `WatchError`) and the caller reads again and
@@ -20,11 +25,12 @@ A transfer moves money between two balance keys; on a cluster both must share a 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Callable
 
 from redis.backoff import NoBackoff
-from redis.exceptions import WatchError
+from redis.exceptions import ResponseError, WatchError
 from redis.retry import Retry
 
 from course_lib import lua
@@ -32,10 +38,15 @@ from course_lib.keys import hash_tag, key
 
 CHAPTER = "transactions"
 DEFAULT_RETRIES = 10
+BALANCE = re.compile(r"-?[0-9]{1,15}")  # what INCRBY accepts, within what Lua's doubles hold exactly
 
 
 class InsufficientFunds(Exception):
     """The balance is lower than the amount: nothing was written."""
+
+
+class NotABalance(Exception):
+    """A key to be written holds something other than an integer balance: nothing was written."""
 
 
 class TooMuchContention(Exception):
@@ -156,11 +167,13 @@ def deduct(client, account: object, amount: int, retries: int = DEFAULT_RETRIES,
            between: Callable[[], object] | None = None) -> Result:
     """Deduct `amount` from an account's balance and add it to its spent total, if the balance allows.
 
-    Commands: WATCH balance, GET balance, then MULTI DECRBY balance, INCRBY spent EXEC, on a pipeline
-    (its own connection from WATCH to EXEC). Atomic: EXEC applies both writes only if the balance did
-    not change since it was read; otherwise the whole attempt is read again, at most `retries` more
-    times. Works on a cluster: both keys carry the hash tag `{account:<id>}`. Under heavy contention
-    on one key most attempts are wasted; `deduct_lua` does the same work without retries.
+    Commands: WATCH balance spent, GET balance, GET spent, then MULTI DECRBY balance, INCRBY spent EXEC,
+    on a pipeline (its own connection from WATCH to EXEC). Atomic: EXEC applies both writes only if
+    neither key changed since it was read; otherwise the whole attempt is read again, at most
+    `retries` more times. Both keys are checked to hold integers before MULTI, because EXEC does not
+    roll back: an INCRBY failing on a corrupt spent total would leave the DECRBY done. Works on a
+    cluster: both keys carry the hash tag `{account:<id>}`. Under heavy contention on one key most
+    attempts are wasted; `deduct_lua` does the same work without retries.
 
     Args:
         between: called in every attempt after the balance check, before MULTI: a demo or test runs
@@ -171,13 +184,14 @@ def deduct(client, account: object, amount: int, retries: int = DEFAULT_RETRIES,
 
     Raises:
         ValueError: amount is not a positive integer.
+        NotABalance: the balance or the spent total holds something else than an integer; nothing was written.
         TooMuchContention: all 1 + `retries` attempts were aborted; nothing was written.
     """
     _check_amount(amount)
     balance_key, spent_key = account_key(account, "balance"), account_key(account, "spent")
 
     def attempt(pipe) -> tuple[bool, int]:
-        balance = int(pipe.get(balance_key) or 0)  # after WATCH, commands run at once, not queued
+        balance, _spent = read_balances(pipe, balance_key, spent_key)  # after WATCH, commands run at once
         if balance < amount:
             return False, balance
         if between is not None:
@@ -185,27 +199,30 @@ def deduct(client, account: object, amount: int, retries: int = DEFAULT_RETRIES,
         pipe.multi()
         pipe.decrby(balance_key, amount)
         pipe.incrby(spent_key, amount)
-        after, _ = pipe.execute()  # raises WatchError if the balance changed since WATCH
+        after, _ = pipe.execute()  # raises WatchError if a watched key changed since WATCH
         return True, after
 
-    return optimistic(client, [balance_key], attempt, retries)
+    return optimistic(client, [balance_key, spent_key], attempt, retries)
 
 
 def transfer(client, source: str, target: str, amount: int, retries: int = DEFAULT_RETRIES) -> Result:
     """Move `amount` from the balance key `source` to the balance key `target`, if `source` has enough.
 
-    Commands: WATCH source, GET source, then MULTI DECRBY source, INCRBY target EXEC, on a pipeline,
-    retried on WatchError at most `retries` times. Atomic: both writes or neither, and only if
-    `source` did not change since it was read, so the total over all accounts is conserved and no
-    balance goes below zero. Only `source` is watched: `target` is only incremented, which no
-    concurrent write can make wrong. Cluster caveat: both keys must hash to one slot (a shared
-    hash tag such as `{bank:1}`), or the transaction is refused.
+    Commands: WATCH source target, GET source, GET target, then MULTI DECRBY source, INCRBY target EXEC,
+    on a pipeline, retried on WatchError at most `retries` times. Atomic: both writes run together,
+    and only if neither key changed since it was read, so the total over all accounts is conserved
+    and no balance goes below zero. EXEC does not roll back, so "both or neither" holds only because
+    both keys are checked to hold integers first (a target holding "n/a" would make the INCRBY fail
+    after the DECRBY ran: the money would vanish); the target is watched so that this check still
+    holds at EXEC (a deposit to it in between costs a retry). Cluster caveat: both keys must hash to
+    one slot (a shared hash tag such as `{bank:<id>}`), or the transaction is refused.
 
     Returns:
         Result: ok False (nothing written) if `source` held less than `amount`; balance is `source`'s.
 
     Raises:
         ValueError: amount is not a positive integer, or source and target are the same key.
+        NotABalance: source or target holds something else than an integer; nothing was written.
         TooMuchContention: all 1 + `retries` attempts were aborted; nothing was written.
     """
     _check_amount(amount)
@@ -213,7 +230,7 @@ def transfer(client, source: str, target: str, amount: int, retries: int = DEFAU
         raise ValueError(f"source and target are the same key {source!r}")
 
     def attempt(pipe) -> tuple[bool, int]:
-        balance = int(pipe.get(source) or 0)
+        balance, _target = read_balances(pipe, source, target)
         if balance < amount:
             return False, balance
         pipe.multi()
@@ -222,27 +239,69 @@ def transfer(client, source: str, target: str, amount: int, retries: int = DEFAU
         after, _ = pipe.execute()
         return True, after
 
-    return optimistic(client, [source], attempt, retries)
+    return optimistic(client, [source, target], attempt, retries)
+
+
+def read_balances(pipe, *names: str) -> list[int]:
+    """The integers at `names` (missing counts as 0), one GET each; NotABalance if one holds anything else.
+
+    Called on a watching pipeline before MULTI: a transaction's keys are checked before its first
+    write, since EXEC will not undo that write if a later command fails. GET, not MGET: MGET answers
+    nil for a key of another type (a list), which would pass for a missing balance, where GET
+    answers WRONGTYPE; and a cluster pipeline refuses MGET while watching.
+    """
+    balances = []
+    for name in names:
+        try:
+            value = pipe.get(name)
+        except ResponseError as error:
+            raise NotABalance(f"{name} is not a string ({error}); nothing was written") from None
+        text = value.decode(errors="replace") if isinstance(value, bytes) else value
+        if text is not None and not BALANCE.fullmatch(text):
+            raise NotABalance(f"{name} holds {text!r:.40}, not an integer balance; nothing was written")
+        balances.append(int(text or 0))
+    return balances
+
+
+def transfer_lua(client, source: str, target: str, amount: int) -> Result:
+    """`transfer` as one Lua script (`course_lib/lua/transactions_transfer.lua`): check both keys, then write.
+
+    Commands: EVALSHA (SCRIPT LOAD on first use). Atomic without WATCH: the server runs no other
+    command while a script runs, so nothing can change the balances between its reads and its
+    writes, and there is never a retry. A script does not roll back either: it checks that both keys
+    hold integers before its first write. Cluster caveat: both keys must share a slot (a hash tag).
+    Production caveat: a script blocks the server while it runs; keep scripts this short.
+
+    Returns:
+        Result with retries always 0; ok False (nothing written) if `source` held less than `amount`.
+
+    Raises:
+        ValueError: amount is not a positive integer, or source and target are the same key.
+        NotABalance: source or target holds something else than an integer; nothing was written.
+    """
+    _check_amount(amount)
+    if source == target:
+        raise ValueError(f"source and target are the same key {source!r}")
+    try:
+        moved, balance = lua.register(client, "transactions_transfer")(keys=[source, target], args=[amount])
+    except ResponseError as error:
+        if str(error).startswith(("NOTABALANCE", "WRONGTYPE")):  # the script refused, or its GET did: nothing written
+            raise NotABalance(str(error).removeprefix("NOTABALANCE ")) from None
+        raise
+    return Result(bool(moved), int(balance), 0)
 
 
 def deduct_lua(client, account: object, amount: int) -> Result:
-    """`deduct` as one Lua script (`course_lib/lua/transactions_deduct.lua`): read, check and write at once.
+    """`deduct` as one Lua script: a deduction is a `transfer_lua` from the balance to the spent total.
 
-    Commands: EVALSHA (SCRIPT LOAD on first use). Atomic without WATCH: the server runs no other
-    command while a script runs, so nothing can change the balance between its read and its writes,
-    and there is never a retry. Cluster-safe: both keys carry `{account:<id>}`. Production caveat:
-    a script blocks the server while it runs; keep scripts this short.
-
-    Returns:
-        Result with retries always 0.
+    Commands: EVALSHA of `transactions_transfer.lua`. Atomic without WATCH or retries. Cluster-safe:
+    both keys carry `{account:<id>}`.
 
     Raises:
         ValueError: amount is not a positive integer.
+        NotABalance: the balance or the spent total holds something else than an integer; nothing was written.
     """
-    _check_amount(amount)
-    script = lua.register(client, "transactions_deduct")
-    ok, balance = script(keys=[account_key(account, "balance"), account_key(account, "spent")], args=[amount])
-    return Result(bool(ok), int(balance), 0)
+    return transfer_lua(client, account_key(account, "balance"), account_key(account, "spent"), amount)
 
 
 def _check_amount(amount: int) -> None:

@@ -81,6 +81,23 @@ def test_batched_chunks_and_yields_errors_in_place(r, counter):
         list(batched(r, commands, size=0))
 
 
+def test_batched_queue_time_errors_fail_alone_in_a_pipeline_but_abort_a_transactions_chunk(r):
+    names = [key("pipelines", "q", n) for n in range(4)]
+    commands = [("SET", names[0], 0), ("NOSUCHCOMMAND", names[1]), ("SET", names[2]), ("SET", names[3], 3)]
+    replies = list(batched(r, commands, size=10))  # unknown command, wrong arity: each fails alone
+    assert [type(reply).__name__ for reply in replies] == ["bool", "ResponseError", "ResponseError", "bool"]
+    assert r.exists(*names) == 2
+    r.delete(*names)
+    chunks = batched(r, [("SET", names[0], 0), ("SET", names[1], 1)] + commands, size=2, transaction=True)
+    assert next(chunks) is True and next(chunks) is True  # the first chunk ran
+    with pytest.raises(redis.ResponseError, match="unknown command"):  # raised although raise_on_error=False
+        list(chunks)
+    assert r.mget(names) == ["0", "1", None, None]  # the first chunk only: EXECABORT discarded the second
+    wrongtype = [("SET", names[2], 2), ("LPUSH", names[0], "x"), ("SET", names[3], 3)]
+    replies = list(batched(r, wrongtype, size=10, transaction=True))  # a run-time error: the rest ran
+    assert isinstance(replies[1], redis.ResponseError) and r.mget(names[2:]) == ["2", "3"]
+
+
 def test_batched_on_a_cluster_spans_slots(rc):
     names = [key("pipelines", "c", n) for n in range(50)]
     assert list(batched(rc, (("SET", n, "v") for n in names), size=20)) == [True] * 50
@@ -103,10 +120,29 @@ def test_cluster_transaction_needs_one_slot(rc):
 def test_run_round_trips_and_batch_sizes(r):
     trips = exp.run_round_trips(r, commands=20, rounds=3)
     assert trips["round_trips"].tolist() == [20, 1, 1] and (trips["ops_per_s"] > 0).all()
+    assert exp.run_round_trips(r, commands=20, rounds=1, pipeline_size=8)["round_trips"].tolist() == [20, 3, 3]
     sizes = exp.run_batch_sizes(r, sizes=(1, 10), operations=100, repeats=1)
     assert sizes["round_trips"].tolist() == [100, 10] and (sizes["ops_per_s"] > 0).all()
+    assert exp.run_batch_sizes(r, sizes=(10,), operations=100, repeats=1, pipelined=False)["round_trips"][0] == 100
     assert exp.plot_batch_sizes(sizes).axes[0].get_xscale() == "log"
     assert not list(r.scan_iter(match="course:pipelines:*"))
+
+
+# -- the notebook's verdicts hold as measured, and turn False in a degraded setting ---------------------------
+
+def test_round_trip_verdict_fails_when_the_pipeline_saves_no_round_trip(r):
+    assert all(exp.round_trip_verdicts(exp.run_round_trips(r, commands=100, rounds=9)).values())
+    degraded = exp.run_round_trips(r, commands=100, rounds=9, pipeline_size=1)  # one command per pipeline
+    assert not any(exp.round_trip_verdicts(degraded).values())
+
+
+def test_batch_size_verdicts_fail_without_pipelining_and_across_a_slow_network(r):
+    assert all(exp.batch_size_verdicts(exp.run_batch_sizes(r, sizes=(1, 100, 1000), repeats=3)).values())
+    unpipelined = exp.batch_size_verdicts(exp.run_batch_sizes(r, sizes=(1, 100), repeats=2, pipelined=False))
+    assert unpipelined == {"throughput rises: batches of 100 reach at least 3x the ops/s of batches of 1": False,
+                           "pipelined SETs from one Python client reach at least 40,000 ops/s": False}
+    far = exp.batch_size_verdicts(exp.run_batch_sizes(r, sizes=(100, 1000), repeats=1, network_ms=10))
+    assert far["then flattens: batches of 1000 gain less than 2x over batches of 100"] is False
 
 
 def test_run_interleaving_lets_another_client_in_only_without_multi(r):

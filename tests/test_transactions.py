@@ -3,6 +3,7 @@ the race and contention experiments, the cluster rule (one slot), and the exerci
 
 import threading
 
+import pandas as pd
 import pytest
 import redis
 from redis.exceptions import WatchError
@@ -13,8 +14,9 @@ from course_lib.exercises import evaluate
 from course_lib.exercises import transactions as checkers
 from course_lib.exercises.solutions import transactions as solutions
 from course_lib.experiments import transactions as experiments
-from course_lib.transactions import (InsufficientFunds, Result, TooMuchContention, account_key, deduct, deduct_lua,
-                                     guide_deduct_balance, open_account, transfer, unwatched_deduct)
+from course_lib.transactions import (InsufficientFunds, NotABalance, Result, TooMuchContention, account_key, deduct,
+                                     deduct_lua, guide_deduct_balance, open_account, transfer, transfer_lua,
+                                     unwatched_deduct)
 
 
 def state(client, account):
@@ -101,21 +103,69 @@ def test_deduct_gives_up_after_its_retries_with_nothing_written(r):
     assert state(r, 7) == (103, 0)
 
 
-def test_transfer_moves_refuses_and_validates(r):
+@pytest.mark.parametrize("operation", [transfer, transfer_lua], ids=["watch", "lua"])
+def test_transfer_moves_refuses_and_validates(r, operation):
     a, b = "course:transactions:{bank:1}:a", "course:transactions:{bank:1}:b"
     r.mset({a: 50, b: 0})
-    assert transfer(r, a, b, 30) == Result(True, 20, 0)
-    assert transfer(r, a, b, 30) == Result(False, 20, 0)
+    assert operation(r, a, b, 30) == Result(True, 20, 0)
+    assert operation(r, a, b, 30) == Result(False, 20, 0)
     assert [int(r.get(a)), int(r.get(b))] == [20, 30]
     with pytest.raises(ValueError, match="same key"):
-        transfer(r, a, a, 1)
+        operation(r, a, a, 1)
     with pytest.raises(ValueError, match="amount"):
-        transfer(r, a, b, 0)
+        operation(r, a, b, 0)
+
+
+# -- no rollback: neither MULTI/EXEC nor a script undoes the writes before a run-time error ----------------
+
+A, B = "course:transactions:{bank:2}:a", "course:transactions:{bank:2}:b"
+MOVE_UNCHECKED = "redis.call('DECRBY', KEYS[1], ARGV[1]) return redis.call('INCRBY', KEYS[2], ARGV[1])"
+
+
+def test_a_transaction_into_a_non_integer_target_takes_the_money(r):
+    r.mset({A: 50, B: "n/a"})
+    with r.pipeline() as transaction:  # what `transfer` sent before it checked the target
+        transaction.decrby(A, 10)
+        transaction.incrby(B, 10)
+        replies = transaction.execute(raise_on_error=False)
+    assert replies[0] == 40 and isinstance(replies[1], redis.ResponseError)
+    assert r.mget([A, B]) == ["40", "n/a"]  # 10 left the source and arrived nowhere
+
+
+def test_a_script_does_not_roll_back_either(r):
+    r.mset({A: 50, B: "n/a"})
+    with pytest.raises(redis.ResponseError, match="not an integer"):
+        r.eval(MOVE_UNCHECKED, 2, A, B, 10)
+    assert r.mget([A, B]) == ["40", "n/a"]
+
+
+@pytest.mark.parametrize("operation", [transfer, transfer_lua], ids=["watch", "lua"])
+@pytest.mark.parametrize("corrupt", ["n/a", "1.5", " 7", "1234567890123456", "list"])
+def test_transfer_checks_both_keys_first_and_writes_nothing(r, operation, corrupt):
+    r.set(A, 50)
+    if corrupt == "list":
+        r.rpush(B, "x")
+    else:
+        r.set(B, corrupt)
+    with pytest.raises(NotABalance):
+        operation(r, A, B, 10)
+    with pytest.raises(NotABalance):
+        operation(r, B, A, 10)
+    assert r.get(A) == "50"
+
+
+@pytest.mark.parametrize("operation", [deduct, deduct_lua], ids=["watch", "lua"])
+def test_deduct_checks_the_spent_total_first(r, operation):
+    open_account(r, 11, 100)
+    r.set(account_key(11, "spent"), "lots")
+    with pytest.raises(NotABalance, match="spent"):
+        operation(r, 11, 10)
+    assert r.get(account_key(11, "balance")) == "100"
 
 
 def test_cluster_needs_one_slot_then_works(rc):
     rc.set("course:transactions:bank:a", 5)
-    with pytest.raises(RedisClusterException, match="same slot"):  # untagged: the keys live in different slots
+    with pytest.raises(RedisClusterException, match="same key slot"):  # untagged: WATCH of keys in two slots
         transfer(rc, "course:transactions:bank:a", "course:transactions:bank:b", 1)
     with pytest.raises(redis.exceptions.ClusterCrossSlotError):
         src, dst = "course:transactions:bank:a", "course:transactions:bank:b"
@@ -146,6 +196,33 @@ def test_contention_completes_the_same_work_and_a_small_retry_budget_gives_up(r)
     tight = experiments.run_contention(r, threads=8, per_thread=25, retries=0,
                                        contenders=(experiments.WATCHED,)).iloc[0]
     assert tight["gave_up"] > 0 and tight["deducted"] + tight["gave_up"] == 200 and tight["conserved"]
+
+
+def unwatched(client, account, amount, retries):
+    """A degraded `deduct` for the experiments: the same read-check-write without WATCH."""
+    return Result(unwatched_deduct(client, account, amount), 0, 0)
+
+
+def test_race_verdicts_hold_and_fail_without_contention_or_without_watch(r, monkeypatch):
+    assert all(experiments.race_verdicts(experiments.run_race(r, rounds=10)).values())
+    alone = experiments.race_verdicts(experiments.run_race(r, rounds=3, threads=1))  # no race to see
+    assert not alone["the guide's read-check-write without WATCH overdraws or loses updates"]
+    assert not alone["some transactions were retried"]
+    monkeypatch.setattr(experiments, "deduct", unwatched)
+    broken = experiments.race_verdicts(experiments.run_race(r, rounds=10))
+    assert not broken["WATCH/MULTI never overdraws and the total balance is conserved"]
+
+
+def test_contention_verdicts_hold_and_fail_in_degraded_settings(r, monkeypatch):
+    assert all(experiments.contention_verdicts(experiments.run_contention(r, threads=8, per_thread=25)).values())
+    alone = experiments.contention_verdicts(experiments.run_contention(r, threads=1, per_thread=25))
+    assert not alone["under contention WATCH aborted at least one attempt per two deductions"]
+    no_retries = experiments.contention_verdicts(experiments.run_contention(r, threads=8, per_thread=25, retries=0))
+    assert not no_retries["both completed all the work and conserved the balance"]
+    monkeypatch.setattr(experiments, "deduct_lua", lambda client, account, amount: deduct(client, account, amount,
+                                                                                            retries=1000))
+    no_script = pd.concat([experiments.run_contention(r, threads=8, per_thread=25) for _ in range(3)])
+    assert not experiments.contention_verdicts(no_script)["Lua completes the same work at least 3x faster than WATCH retries"]
 
 
 def test_widget_starts_in_a_fixed_state(r):

@@ -74,6 +74,19 @@ def run_race(client, rounds: int = 10, threads: int = 8, attempts: int = 2, bala
     return pd.DataFrame(rows)
 
 
+def race_verdicts(race: pd.DataFrame) -> dict[str, bool]:
+    """The claims `run_race` tests: without WATCH the race shows; with WATCH it never does, and WATCH had to retry."""
+    rows = race.set_index("contender")
+    return {
+        "the guide's read-check-write without WATCH overdraws or loses updates":
+            bool(rows.loc[UNWATCHED, "rounds_overdrawn"] + rows.loc[UNWATCHED, "rounds_not_conserved"] > 0),
+        "WATCH/MULTI never overdraws and the total balance is conserved":
+            bool(rows.loc[WATCHED, ["rounds_overdrawn", "rounds_not_conserved"]].sum() == 0
+                 and rows.loc[WATCHED, "lowest_balance"] == 0),
+        "some transactions were retried": bool(rows.loc[WATCHED, "retries"] > 0),
+    }
+
+
 def run_contention(client, threads: int = 8, per_thread: int = 50, retries: int = 1000,
                    contenders: tuple[str, ...] = (WATCHED, LUA)) -> pd.DataFrame:
     """`threads` threads each deduct 1, `per_thread` times, from ONE account with room for all of it.
@@ -81,9 +94,9 @@ def run_contention(client, threads: int = 8, per_thread: int = 50, retries: int 
     The same work for every contender: threads x per_thread deductions. A WATCH deduction that
     exhausts its `retries` gives up (counted in `gave_up`, not retried again).
 
-    Returns one row per contender: contender, threads, retries_allowed, deducted, gave_up, retries
-    (aborted attempts, those of the give-ups included), seconds, deductions_per_s, conserved
-    (balance + spent == opening balance).
+    Returns one row per contender: contender, threads, retries_allowed, asked (threads x per_thread),
+    deducted, gave_up, retries (aborted attempts, those of the give-ups included), seconds,
+    deductions_per_s, conserved (balance + spent == opening balance).
     """
     _forget(client, "contention-")
     attempts = _contenders(client, retries)
@@ -112,11 +125,30 @@ def run_contention(client, threads: int = 8, per_thread: int = 50, retries: int 
         deducted, gave_up, retried = (sum(column) for column in zip(*outcomes))
         left = int(client.get(account_key(account, "balance")))
         spent = int(client.get(account_key(account, "spent")))
-        rows.append({"contender": contender, "threads": threads, "retries_allowed": retries, "deducted": deducted,
+        rows.append({"contender": contender, "threads": threads, "retries_allowed": retries, "asked": opening,
+                     "deducted": deducted,
                      "gave_up": gave_up, "retries": retried, "seconds": round(seconds, 3),
                      "deductions_per_s": round(deducted / seconds), "conserved": left + spent == opening})
     _forget(client, "contention-")
     return pd.DataFrame(rows)
+
+
+def contention_verdicts(contention: pd.DataFrame) -> dict[str, bool]:
+    """The claims `run_contention` tests (its rows of one or more runs, WATCH and Lua).
+
+    All the work done by both, with the balance conserved; WATCH paid for the contention with at
+    least one aborted attempt per two deductions; and Lua did the same work at least 3x faster
+    (without contention it is about 3x faster already: one round trip per deduction against WATCH's four).
+    """
+    totals = contention.groupby("contender")[["asked", "deducted", "retries", "seconds"]].sum()
+    return {
+        "both completed all the work and conserved the balance":
+            bool((totals["deducted"] == totals["asked"]).all() and contention["conserved"].all()),
+        "under contention WATCH aborted at least one attempt per two deductions":
+            bool(totals.loc[WATCHED, "retries"] >= totals.loc[WATCHED, "deducted"] / 2),
+        "Lua completes the same work at least 3x faster than WATCH retries":
+            bool(totals.loc[WATCHED, "seconds"] >= 3 * totals.loc[LUA, "seconds"]),
+    }
 
 
 def contention_widget(client):

@@ -3,6 +3,7 @@
 -- ARGV[1]: amount to move (a positive integer)
 -- returns: {moved (1|0), source balance after}; an error reply starting "NOTABALANCE", with
 --          nothing written, if either key holds anything but an integer of at most 15 digits
+--          (a key of another type, a list say, fails its GET with WRONGTYPE: also before any write)
 local amount = tonumber(ARGV[1])
 local values = {redis.call('GET', KEYS[1]) or '0', redis.call('GET', KEYS[2]) or '0'}
 -- A script does not roll back: if the INCRBY below failed after the DECRBY, the money would be

@@ -131,11 +131,15 @@ def incr_replicated(node: redis.Redis, key: str, replicas: int = 1, timeout_ms: 
 
     Returns:
         (the new value, how many replicas acknowledged it). Fewer replicas than asked means the
-        write is NOT safe from a failover yet; the caller decides whether to retry or report it.
+        write is NOT on a replica yet; the caller decides whether to retry or report it.
 
-    Not a transaction, and not strong consistency: WAIT makes loss much less likely (an
-    acknowledged write is on `replicas` replicas), but the write stays applied on the primary even
-    when WAIT times out.
+    Best effort, not a transaction and not durability. The write stays applied on the primary
+    even when WAIT times out. A replica's acknowledgement means the write is in its memory, not
+    on its disk (WAITAOF, on Redis >= 7.2 and Valkey with appendonly on, waits for the fsync).
+    And an acknowledged write can still be lost in a failover: if a replica that did not have it
+    is promoted, or if the primary sat on the minority side of a partition (a stalled primary,
+    `experiments.cluster.run_split_brain`), whatever it took meanwhile is dropped when it
+    rejoins as a replica.
     """
     with node.pipeline(transaction=False) as pipe:
         pipe.incr(key)

@@ -1,11 +1,13 @@
-"""Chapter 09's experiments: where keys land, a primary killed while a client writes, a slot explorer.
+"""Chapter 09's experiments: where keys land, a primary killed while clients write, a split brain, a slot explorer.
 
 Keys written:
 - `course:cluster:spread:...` (strings): `run_key_distribution`, on the cluster it is given;
-- `course:cluster:failover:<writer>:{w<i>}` (strings holding counters): `run_failover`, on a private
-  scratch cluster that is deleted afterwards.
+- `course:cluster:failover:w<writer>:{w<i>}` (strings holding counters, or sets of write ids):
+  `run_failover`, on a private scratch cluster that is deleted afterwards;
+- `course:cluster:failover:split-brain:{w<i>}` (a set of order ids): `run_split_brain`, likewise.
 
-`run_failover` never touches the shared cluster: it starts its own with `runtime.scratch_cluster`.
+`run_failover` and `run_split_brain` never touch the shared cluster: each starts its own with
+`runtime.scratch_cluster`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ import os
 import signal
 import threading
 import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 import redis
@@ -32,8 +37,8 @@ CHAPTER = "cluster"
 
 # -- where keys land -----------------------------------------------------------------------------
 
-def run_key_distribution(client: RedisCluster, users: int = 900) -> pd.DataFrame:
-    """Write one key per user twice: named `user:<id>:profile`, then all under one tag `{users}`.
+def run_key_distribution(client: RedisCluster, users: int = 900, tag: str = "{users}") -> pd.DataFrame:
+    """Write one key per user twice: named `user:<id>:profile`, then all under one common `tag`.
 
     Commands: SET (through the cluster client, which sends each key to its slot's primary), then
     SCAN MATCH on each primary to count what it really holds. Returns one row per naming, one
@@ -41,7 +46,7 @@ def run_key_distribution(client: RedisCluster, users: int = 900) -> pd.DataFrame
     """
     namings = {  # label: (the keys' common prefix, the key of user i)
         "no tag: user:<id>:profile": ("plain", lambda i: key(CHAPTER, "spread", "plain", "user", i, "profile")),
-        "one tag: {users}:<id>": ("tagged", lambda i: key(CHAPTER, "spread", "tagged", "{users}", i)),
+        f"one tag: {tag}:<id>": ("tagged", lambda i: key(CHAPTER, "spread", "tagged", tag, i)),
     }
     delete_prefix(client, key(CHAPTER, "spread") + ":")
     cluster_shards = shards(client.get_default_node().redis_connection)
@@ -59,6 +64,17 @@ def run_key_distribution(client: RedisCluster, users: int = 900) -> pd.DataFrame
         rows.append(row)
     delete_prefix(client, key(CHAPTER, "spread") + ":")
     return pd.DataFrame(rows).set_index("naming")
+
+
+def distribution_verdicts(frame: pd.DataFrame) -> dict[str, bool]:
+    """`run_key_distribution`'s claims: untagged keys spread evenly, one common tag fills one shard."""
+    plain, tagged = frame.iloc[0], frame.iloc[1]
+    users = int(plain.sum())
+    return {
+        "without a tag, every shard holds between 25 % and 40 % of the keys":
+            all(0.25 * users <= n <= 0.40 * users for n in plain),
+        f"with one tag for every user, one shard holds all {users} keys": sorted(tagged) == [0] * (len(tagged) - 1) + [users],
+    }
 
 
 # -- a primary killed while a client writes ------------------------------------------------------
@@ -82,8 +98,10 @@ def failover_client(nodes, retries: int = 3) -> RedisCluster:
 def patient_retry(retries: int = 60) -> Retry:
     """An application-level Retry whose budget (about 25 s) outlasts a failover (a few seconds).
 
-    Backs off 50 ms, 100 ms, 200 ms, then 500 ms (+ jitter) between attempts, on connection errors,
-    timeouts and CLUSTERDOWN (what every node answers while a slot range has no primary).
+    Retries on connection errors, timeouts and CLUSTERDOWN (what every node answers while a slot
+    range has no primary). Before the n-th retry, redis-py's ExponentialWithJitterBackoff pauses a
+    random time between 0 and 50 ms x 2**n ("full jitter"), capped at 500 ms: up to 100, 200,
+    400 ms, then up to 500 ms each time, about 0.4 s on average.
     """
     return Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries,
                  supported_errors=(redis.ConnectionError, redis.TimeoutError, ClusterDownError))
@@ -102,19 +120,56 @@ def _counters(cluster_shards, writer: str, per_shard: int = 2) -> list[str]:
     return [name for index in sorted(by_shard) for name in by_shard[index]]
 
 
+@dataclass(frozen=True)
+class WriterSetup:
+    """One writer of `run_failover`: its label, its application-level retries, and how it writes.
+
+    `patience`: the retry budget of an application `Retry` around each write (`patient_retry`),
+    None for the cluster client's own retries only. `write_ids`: None to INCR a counter (not
+    idempotent: a retried INCR whose first attempt was applied counts twice); else the function
+    naming the writer's n-th write, which is then SADDed to a set (idempotent: adding an id twice
+    adds it once, and SADD's 0 tells the retry its write had already landed).
+    """
+
+    label: str
+    patience: int | None = None
+    write_ids: Callable[[int], str] | None = None
+
+
+WRITERS = (
+    WriterSetup("cluster client retry only"),
+    WriterSetup("+ application Retry", patience=60),
+    WriterSetup("+ application Retry, write ids", patience=60, write_ids=lambda n: f"write-{n}"),
+)
+
+
 class _Writer:
-    """INCRs its counters in a loop, counting what was acknowledged, retried and given up."""
+    """Writes to its counters in a loop, recording every acknowledged write, retry and failure."""
 
-    def __init__(self, client: RedisCluster, counters: list[str], patience: Retry | None):
-        self.client, self.counters, self.patience = client, counters, patience
-        self.acknowledged = dict.fromkeys(counters, 0)
-        self.attempted = self.gave_up = self.retried = 0
+    def __init__(self, client: RedisCluster, counters: list[str], setup: WriterSetup):
+        self.client, self.counters, self.setup = client, counters, setup
+        self.patience = None if setup.patience is None else patient_retry(setup.patience)
+        # Per counter, what each acknowledged write returned: INCR's new value, or the write's id.
+        self.acknowledged: dict[str, list] = {name: [] for name in counters}
+        self.attempted = self.gave_up = self.retried = self.refused = 0
 
-    def incr(self, name: str) -> None:
-        if self.patience is None:
-            self.client.incr(name)
+    def write(self, name: str) -> None:
+        self.attempted += 1
+        write_id = None if self.setup.write_ids is None else self.setup.write_ids(self.attempted)
+
+        def once():
+            return self.client.incr(name) if write_id is None else self.client.sadd(name, write_id)
+
+        try:
+            reply = once() if self.patience is None else self.patience.call_with_retry(once, self._count_retry)
+        except redis.RedisError:
+            self.gave_up += 1
+            return
+        if write_id is None:
+            self.acknowledged[name].append(reply)
         else:
-            self.patience.call_with_retry(lambda: self.client.incr(name), self._count_retry)
+            self.refused += reply == 0  # the id was there already: an earlier attempt had landed
+            self.acknowledged[name].append(write_id)
 
     def _count_retry(self, _error: Exception) -> None:
         self.retried += 1
@@ -122,46 +177,65 @@ class _Writer:
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
             for name in self.counters:
-                self.attempted += 1
-                try:
-                    self.incr(name)
-                    self.acknowledged[name] += 1
-                except redis.RedisError:
-                    self.gave_up += 1
+                self.write(name)
+
+    def lost_and_unacknowledged(self, name: str) -> tuple[int, int]:
+        """(acknowledged writes the counter no longer shows, writes it shows that were never acknowledged).
+
+        An INCR counter at F shows the values 1..F: an acknowledged value above F, or one returned
+        twice (a lost write re-done), is lost; a value in 1..F that no reply returned was applied
+        without an acknowledgement (a retry whose first attempt had landed, or a failed INCR that
+        landed after all). `GET` alone cannot tell: F - acknowledged nets the two out.
+        """
+        acknowledged = self.acknowledged[name]
+        if self.setup.write_ids is None:
+            shown = set(range(1, int(self.client.get(name) or 0) + 1))
+        else:
+            shown = self.client.smembers(name)
+        kept = len(set(acknowledged) & shown)
+        return len(acknowledged) - kept, len(shown) - kept
 
 
-def run_failover(writes_after: int = 100, promotion_timeout: float = 30.0, restart: bool = True) -> pd.DataFrame:
-    """Kill a primary with SIGKILL while two threads INCR counters on every shard; watch the failover.
+def run_failover(writes_after: int = 100, promotion_timeout: float = 30.0, restart: bool = True,
+                 writers: tuple[WriterSetup, ...] = WRITERS, node_timeout_ms: int | None = None) -> pd.DataFrame:
+    """Kill a primary with SIGKILL while writer threads write to every shard; watch the failover.
 
-    On a private 6-node cluster, two writers each loop over six counters (two per shard): one relies
-    on the cluster client's own retries, the other also wraps each INCR in `patient_retry()`. The
-    primary owning shard 0 is killed; the experiment waits for its replica to report role master
-    (and cluster_state ok), then for each writer to get `writes_after` more INCRs acknowledged on
-    shard 0, stops them and reads every counter back. With `restart`, the killed node is started
-    again from its folder and must rejoin as a replica of the promoted one.
+    On a private 6-node cluster, each writer (`WRITERS`: the cluster client's retries only, an
+    application Retry, an application Retry with idempotent write ids) loops over six counters of
+    its own, two per shard. The primary owning shard 0 is killed; the experiment waits for its
+    replica to report role master (and cluster_state ok), then for each writer to get
+    `writes_after` more writes acknowledged on shard 0, stops them and reads every counter back.
+    With `restart`, the killed node is started again from its folder and must rejoin as a replica
+    of the promoted one. `node_timeout_ms` replaces the scratch cluster's cluster-node-timeout
+    (2 s; the server's default is 15 s).
 
-    Returns one row per writer: attempted, acknowledged, gave_up (INCRs that raised), retried
-    (failed attempts the application Retry repeated), lost_on_failed_shard and lost_elsewhere
-    (acknowledged INCRs the counters no longer show; negative if a failed INCR was applied after
-    all). `attrs`: promoted_after_s, rejoined_as_replica (None without `restart`).
+    Returns one row per writer: attempted, acknowledged, gave_up (writes that raised), retried
+    (failed attempts the application Retry repeated), refused_as_duplicate (retries whose write
+    id was already there), lost_on_failed_shard and lost_elsewhere (acknowledged writes the
+    counters no longer show), applied_unacknowledged (writes the counters show that no reply
+    acknowledged: for INCR, a retry applied twice). `attrs`: promoted_after_s, rejoined_as_replica
+    (None without `restart`).
     """
     from course_lib.runtime import PRIMARIES, scratch_cluster
 
     binary = find_binary()
     with scratch_cluster(binary) as nodes:
+        if node_timeout_ms is not None:
+            for node in nodes:
+                with node.client() as client:
+                    client.config_set("cluster-node-timeout", node_timeout_ms)
         with nodes[0].client(protocol=3) as node:
             cluster_shards = shards(node)
-        writers = {name: _Writer(failover_client(nodes[:PRIMARIES]), _counters(cluster_shards, part), patience)
-                   for name, part, patience in (("cluster client retry only", "plain", None),
-                                                ("+ application Retry", "patient", patient_retry()))}
+        running = [_Writer(failover_client(nodes[:PRIMARIES]), _counters(cluster_shards, f"w{index}"), setup)
+                   for index, setup in enumerate(writers)]
         try:
             stop = threading.Event()
-            threads = [threading.Thread(target=w.run, args=(stop,), name=f"writer: {n}", daemon=True)
-                       for n, w in writers.items()]
+            threads = [threading.Thread(target=w.run, args=(stop,), name=f"writer: {w.setup.label}", daemon=True)
+                       for w in running]
             for thread in threads:
                 thread.start()
             try:
-                wait_for(lambda: all(min(w.acknowledged.values()) >= 20 for w in writers.values()), 15,
+                wait_for(lambda: all(len(w.acknowledged[name]) >= 20 for w in running for name in w.counters), 15,
                          "the writers to warm up")
                 failed, = [shard for shard in cluster_shards if shard.owns(0)]
                 victim, replica = ([node for node in nodes if f"127.0.0.1:{node.port}" == address][0]
@@ -170,22 +244,24 @@ def run_failover(writes_after: int = 100, promotion_timeout: float = 30.0, resta
                 killed_at = time.monotonic()
                 wait_for_promotion(replica, promotion_timeout)
                 promoted_after = time.monotonic() - killed_at
-                marks = {n: w.acknowledged[w.counters[0]] + writes_after for n, w in writers.items()}
-                wait_for(lambda: all(w.acknowledged[w.counters[0]] >= marks[n] for n, w in writers.items()),
+                marks = [len(w.acknowledged[w.counters[0]]) + writes_after for w in running]
+                wait_for(lambda: all(len(w.acknowledged[w.counters[0]]) >= mark for w, mark in zip(running, marks)),
                          promotion_timeout, "the writers to write to the promoted replica")
             finally:
                 stop.set()
                 for thread in threads:
                     thread.join(timeout=30)
             rows = []
-            for name, writer in writers.items():
-                lost = {name: writer.acknowledged[name] - int(writer.client.get(name) or 0) for name in writer.counters}
+            for writer in running:
+                counts = {name: writer.lost_and_unacknowledged(name) for name in writer.counters}
                 on_failed = {name: failed.owns(key_slot(name)) for name in writer.counters}
-                rows.append({"writer": name, "attempted": writer.attempted,
-                             "acknowledged": sum(writer.acknowledged.values()), "gave_up": writer.gave_up,
-                             "retried": writer.retried,
-                             "lost_on_failed_shard": sum(v for k, v in lost.items() if on_failed[k]),
-                             "lost_elsewhere": sum(v for k, v in lost.items() if not on_failed[k])})
+                rows.append({"writer": writer.setup.label, "attempted": writer.attempted,
+                             "acknowledged": sum(map(len, writer.acknowledged.values())),
+                             "gave_up": writer.gave_up, "retried": writer.retried,
+                             "refused_as_duplicate": writer.refused,
+                             "lost_on_failed_shard": sum(lost for name, (lost, _) in counts.items() if on_failed[name]),
+                             "lost_elsewhere": sum(lost for name, (lost, _) in counts.items() if not on_failed[name]),
+                             "applied_unacknowledged": sum(extra for _, extra in counts.values())})
             rejoined = None
             if restart:
                 # Replace the dead entry, so scratch_cluster stops the restarted process on exit.
@@ -194,11 +270,118 @@ def run_failover(writes_after: int = 100, promotion_timeout: float = 30.0, resta
                 with restarted.client() as node:
                     rejoined = int(node.info("replication")["master_port"]) == replica.port
         finally:
-            for writer in writers.values():
+            for writer in running:
                 writer.client.close()
     frame = pd.DataFrame(rows).set_index("writer")
     frame.attrs.update({"promoted_after_s": round(promoted_after, 2), "rejoined_as_replica": rejoined})
     return frame
+
+
+def failover_verdicts(frame: pd.DataFrame) -> dict[str, bool]:
+    """`run_failover`'s claims, each a measurement against a threshold (writers in `WRITERS` order)."""
+    plain, patient, with_ids = (frame.iloc[index] for index in range(3))
+    return {
+        "the replica was promoted within 15 s": frame.attrs["promoted_after_s"] < 15,
+        "with the cluster client's own retries only, some writes failed during the gap": plain.gave_up > 0,
+        "with an application-level Retry, no write failed (it retried instead)":
+            patient.gave_up == 0 and patient.retried > 0 and with_ids.gave_up == 0,
+        "no writer lost an acknowledged write on the surviving shards": (frame.lost_elsewhere == 0).all(),
+        "with write ids, no write was applied twice or without an acknowledgement":
+            with_ids.applied_unacknowledged == 0 and with_ids.lost_elsewhere == 0,
+        "the killed node came back as a replica of the promoted one": frame.attrs["rejoined_as_replica"] is True,
+    }
+
+
+# -- split brain: a stalled primary keeps acknowledging after its replica took over ---------------
+
+def run_split_brain(writes: int = 50, stall_s: float = 1.5, promote: bool = True,
+                    timeout: float = 20.0) -> pd.DataFrame:
+    """A primary stalls; its replica is promoted meanwhile; the primary wakes up and still acknowledges.
+
+    On a private cluster, an app server adds order ids to a set on shard 0 (SADD, then WAIT 1 on
+    the same connection). Then, in one pipeline, it sends the primary SAVE, DEBUG SLEEP `stall_s`
+    (a stall: a VM pause, a swap storm), `writes` more SADDs and WAIT 1. While the primary sleeps,
+    its replica is promoted with CLUSTER FAILOVER TAKEOVER (no vote: as an operator does when the
+    primary looks dead). The primary wakes and runs the queued SADDs at once, still believing it
+    owns the slot, before it reads the cluster bus that tells it otherwise: the minority side of a
+    partition, in miniature. Then it hears of the takeover, rejoins as the new primary's replica,
+    resynchronises, and what it took meanwhile is gone. `promote=False` skips the takeover.
+
+    SAVE writes `dump.rdb` right before the stall: the file's appearance is the event telling this
+    code the primary has reached DEBUG SLEEP (no guessing with a sleep of our own).
+
+    Returns two rows, "before the stall" and "after the takeover" (the writes the old primary
+    acknowledged that the promoted replica did not have): acknowledged, confirmed_by_wait (writes
+    a WAIT 1 then reported on a replica), kept (on the primary serving the slot at the end).
+    `attrs`: rejoined_as_replica (None when not promoted).
+    """
+    from course_lib.runtime import PRIMARIES, scratch_cluster
+
+    with scratch_cluster() as nodes:
+        old, new = nodes[0], nodes[PRIMARIES]  # shard 0's primary and its replica
+        with old.client() as node:
+            orders = _counters(shards(node), "split-brain", per_shard=1)[0]
+        marker = Path(old.dir) / "dump.rdb"
+        with old.client(socket_timeout=stall_s + timeout) as app, new.client() as replica:
+            before = [f"order-{n}" for n in range(10)]
+            confirmed_before = 0
+            for order in before:
+                with app.pipeline(transaction=False) as pipe:  # WAIT counts this connection's writes
+                    _, replicas = pipe.sadd(orders, order).execute_command("WAIT", 1, 1000).execute()
+                confirmed_before += replicas >= 1
+            during = [f"order-{n}" for n in range(len(before), len(before) + writes)]
+            replies: list = []
+
+            def app_server() -> None:
+                with app.pipeline(transaction=False) as pipe:
+                    pipe.save().execute_command("DEBUG", "SLEEP", stall_s)
+                    for order in during:
+                        pipe.sadd(orders, order)
+                    pipe.execute_command("WAIT", 1, 500)
+                    replies.extend(pipe.execute(raise_on_error=False)[2:])
+
+            thread = threading.Thread(target=app_server, name="app server on the old primary", daemon=True)
+            thread.start()
+            try:
+                wait_for(marker.exists, timeout, "the old primary to reach its stall")
+                had = set()
+                if promote:
+                    replica.execute_command("CLUSTER FAILOVER", "TAKEOVER")
+                    wait_for_promotion(new, timeout)
+                    had = replica.smembers(orders)  # what the new primary started with
+            finally:
+                thread.join(timeout=stall_s + timeout)
+            if not replies:
+                raise RuntimeError("the app server's pipeline on the old primary did not finish")
+            *added, waited = replies
+            after = [order for order, reply in zip(during, added) if reply == 1 and (promote and order not in had)]
+            rejoined = None
+            if promote:
+                wait_for_rejoin(old, timeout)
+                with old.client() as node:
+                    rejoined = int(node.info("replication")["master_port"]) == new.port
+            final = (replica if promote else app).smembers(orders)
+    # WAIT after a takeover: an error (the primary turned replica while it waited) or 0 replicas.
+    confirmed_after = len(after) if isinstance(waited, int) and waited >= 1 else 0
+    frame = pd.DataFrame([
+        {"writes": "before the stall", "acknowledged": len(before), "confirmed_by_wait": confirmed_before,
+         "kept": len(set(before) & final)},
+        {"writes": "after the takeover", "acknowledged": len(after), "confirmed_by_wait": confirmed_after,
+         "kept": len(set(after) & final)},
+    ]).set_index("writes")
+    frame.attrs["rejoined_as_replica"] = rejoined
+    return frame
+
+
+def split_brain_verdicts(frame: pd.DataFrame) -> dict[str, bool]:
+    """`run_split_brain`'s claims, each a measurement against a threshold."""
+    after = frame.loc["after the takeover"]
+    return {
+        f"writes acknowledged by the old primary after the takeover: {after.acknowledged} > 0": after.acknowledged > 0,
+        "of them lost after it rejoined: all": after.acknowledged > 0 and after.kept == 0,
+        "WAIT 1 after them found no replica that had them": after.acknowledged > 0 and after.confirmed_by_wait == 0,
+        "the old primary rejoined as a replica of the new one": frame.attrs["rejoined_as_replica"] is True,
+    }
 
 
 # -- slot explorer -------------------------------------------------------------------------------

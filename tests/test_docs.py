@@ -172,6 +172,13 @@ def _widget_outputs(notebook: Path) -> list[dict]:
             if "application/vnd.jupyter.widget-view+json" in output.get("data", {})]
 
 
+def _saved_views(notebook: Path) -> int:
+    """How many of the notebook's widget outputs have their model in the saved widget state."""
+    metadata = json.loads(notebook.read_text(encoding="utf-8"))["metadata"]
+    state = metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {}).get("state", {})
+    return sum(data["application/vnd.jupyter.widget-view+json"]["model_id"] in state for data in _widget_outputs(notebook))
+
+
 def _raw_widget(text: str, notebook: Path) -> str | None:
     """What of a widget shows as text on the page: its repr (as the notebook stored it) or its JSON, or None."""
     for data in _widget_outputs(notebook):
@@ -182,14 +189,19 @@ def _raw_widget(text: str, notebook: Path) -> str | None:
     return raw.group(0) if raw else None
 
 
-def test_widgets_show_their_snapshot_with_a_note_and_never_a_raw_repr(site):
+def test_widgets_show_their_snapshot_or_a_note_and_never_a_raw_repr(site):
+    course_site = _course_site()
     for notebook in NOTEBOOKS:
         page = _chapter_page(site, notebook)
-        html, text, views = page.read_text(encoding="utf-8"), "".join(_parse(page).text), _widget_outputs(notebook)
-        assert html.count('class="course-widget-note"') == len(views), notebook.stem
-        assert text.count("use this widget") == len(views), notebook.stem
+        html, text = page.read_text(encoding="utf-8"), "".join(_parse(page).text)
+        views, saved = len(_widget_outputs(notebook)), _saved_views(notebook)
+        # Each widget: drawn from its saved state with the snapshot note, or (no state) the note alone.
+        assert html.count('<div class="course-widget">') == saved, notebook.stem
+        assert html.count(course_site.SNAPSHOT_NOTE) == saved, notebook.stem
+        assert html.count(course_site.MISSING_NOTE) == views - saved, notebook.stem
+        assert text.count("use this widget") == views, notebook.stem
         assert _raw_widget(text, notebook) is None, f"{notebook.stem} shows a widget as text: {_raw_widget(text, notebook)!r}"
-        if views:
+        if saved:
             assert 'type="application/vnd.jupyter.widget-state+json"' in html, f"{notebook.stem} lost its widget state"
             assert "_static/widgets/embed.js" in html
 

@@ -20,7 +20,8 @@ id must not reveal the user, so no one command or script can write both):
 - an id leaves the index only when its deadline has passed (ZREMRANGEBYSCORE) or when whoever
   deleted its session removes it. Never because its session was not found: that session may be
   one being written right now, and removing its id would orphan it (live, yet unlisted). So the
-  index may list dead ids until their deadline; readers skip them.
+  index may list dead ids until their deadline; readers skip them. (Deadlines are compared with
+  the callers' `now`: app servers' clocks must agree, or one running ahead prunes a little early.)
 """
 
 from __future__ import annotations

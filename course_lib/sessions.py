@@ -40,7 +40,7 @@ from course_lib import lua
 from course_lib.keys import key
 
 CHAPTER = "sessions"
-SESSION_ID_BYTES = 32  # 256 random bits; 128 is the floor (OWASP: at least 64 bits of entropy)
+SESSION_ID_BYTES = 32  # 256 random bits; the course's policy is at least 128 (OWASP's floor: 64 bits of entropy)
 _ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{43}")  # what token_urlsafe(32) produces
 _DATA = "data:"
 

@@ -92,8 +92,8 @@ def claim_job(client, queue: str, processing: str, timeout: float) -> str | None
     instead of losing it as RPOP would. Jobs are pushed with LPUSH, so RIGHT is the oldest.
     Blocks at most `timeout` seconds and returns None when nothing arrived.
 
-    Cluster: `queue` and `processing` must share a hash tag. The client's socket timeout, if
-    set, must exceed `timeout`.
+    Cluster: `queue` and `processing` must share a hash tag. The client's socket timeout (5 s
+    for `connect()`) must exceed `timeout`: redis-py does not add a blocking command's timeout to it.
 
     Raises:
         ValueError: `timeout` is not positive (BLMOVE with 0 would block forever).

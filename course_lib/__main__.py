@@ -1,4 +1,4 @@
-"""Command line: `python -m course_lib up | down | status | lab | progress`.
+"""Command line: `python -m course_lib up | down | status | lab | progress | reset NN`.
 
 - `up`      start (or reuse) the embedded servers and keep them until `down`;
             `up --env` prints `export` lines for a shell: `eval "$(python -m course_lib up --env)"`.
@@ -8,6 +8,7 @@
             kernels; on exit stop the servers it started (never ones that were already running).
             Extra arguments go to JupyterLab: `python -m course_lib lab --no-browser --port 8899`.
 - `progress` exercises solved per chapter, and the next one to do (recorded by every `check()`).
+- `reset NN` chapter NN's notebook back to its committed state; your copy is kept as `mine-NN_...`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from course_lib import progress, runtime
+from course_lib import progress, reset, runtime
 from course_lib.connection import CLUSTER_URL_SETTING, REDIS_URL_SETTING
 from course_lib.servers import ServerError
 
@@ -69,6 +70,20 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_progress(args: argparse.Namespace) -> int:
     print(progress.table())
+    return 0
+
+
+def cmd_reset(args: argparse.Namespace) -> int:
+    try:
+        path, copy = reset.reset(args.chapter)
+    except reset.ResetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if copy is None:
+        print(f"{path.name} is already as committed; nothing to reset.")
+    else:
+        print(f"{path.name} is as committed again; your version is kept as {copy.name}. "
+              "Reload it in JupyterLab (File > Reload Notebook from Disk).")
     return 0
 
 
@@ -126,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("status", parents=[common], help="show the embedded servers")
     commands.add_parser("lab", parents=[common], help="servers up + JupyterLab on notebooks/")
     commands.add_parser("progress", help="exercises solved per chapter, and what is next")
+    reset_parser = commands.add_parser("reset", help="a chapter's notebook back to its committed state (yours is kept)")
+    reset_parser.add_argument("chapter", help="the chapter's number, e.g. 05")
     commands.add_parser("watch", parents=[common])
     args, rest = parser.parse_known_args(argv)
     if rest and args.command != "lab":
@@ -135,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_lab(args, rest)
         if args.command == "watch":
             return cmd_watch(args)
-        return {"up": cmd_up, "down": cmd_down, "status": cmd_status, "progress": cmd_progress}[args.command](args)
+        return {"up": cmd_up, "down": cmd_down, "status": cmd_status, "progress": cmd_progress,
+                "reset": cmd_reset}[args.command](args)
     except ServerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -1,8 +1,10 @@
 """Caching patterns of chapter 02: cache-aside, write-through, invalidation, stampede protection, client-side caching.
 
+`guide_cache_aside` is the guide's version, kept to show live what it forgets.
+
 Keys written (all strings):
 - `course:caching:<name>:<arg>...`: a cached result as JSON; `null` is a cached "no such row"
-  (negative caching), kept for a shorter time than a real value;
+  (negative caching), kept for a shorter time than a real value (the guide's version caches no `null`);
 - `course:caching:lock:<name>:<arg>...`: a random token, the per-key loading lock of
   `cache_aside_locked`, expiring on its own (PX) if its holder dies.
 
@@ -85,6 +87,34 @@ def cache_aside(client, name: str, *, ttl: float = 300.0, jitter: float = 0.1, n
                 return json.loads(hit)
             value = load(*args)
             store(client, cache_key, value, ttl, jitter, negative_ttl, rng)
+            return value
+
+        return _with_helpers(cached, client, name)
+
+    return decorate
+
+
+def guide_cache_aside(client, name: str, ttl: int = 3600) -> Callable[[Callable], Callable]:
+    """The guide's cache-aside, ported faithfully to show what it forgets (do not use it).
+
+    Commands: GET; on a miss, SET ... EX `ttl` (one hour). Its three mistakes, each shown live in
+    chapter 02: a miss (`None`, no such row) is never cached, so every request for a missing row
+    reaches the database; a hit is recognised by truth (`if cached`), which happens to work only
+    because a cached value is JSON text; and every entry gets the same TTL, with no jitter. The
+    decorated function gains `.key(*args)` and `.invalidate(*args)`, as with `cache_aside`.
+    """
+
+    def decorate(load: Callable) -> Callable:
+        @functools.wraps(load)
+        def cached(*args):
+            cache_key = key(CHAPTER, name, *args)
+            hit = client.get(cache_key)
+            if hit:
+                return json.loads(hit)
+            value = load(*args)
+            if value is None:
+                return None
+            client.set(cache_key, json.dumps(value), ex=ttl)
             return value
 
         return _with_helpers(cached, client, name)

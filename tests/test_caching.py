@@ -12,8 +12,8 @@ import pytest
 import redis
 
 from course_lib import caching
-from course_lib.caching import (TrackingCache, cache_aside, cache_aside_locked, jittered_ttl, release_lock, store,
-                                update_then_invalidate, write_through)
+from course_lib.caching import (TrackingCache, cache_aside, cache_aside_locked, guide_cache_aside, jittered_ttl,
+                                release_lock, store, update_then_invalidate, write_through)
 from course_lib.concurrency import run_together
 from course_lib.connection import connect
 from course_lib.exercises import evaluate
@@ -75,23 +75,13 @@ def test_cache_aside_caches_misses_too(r):
     assert 0 < r.pttl(get.key(99)) <= 10_000
 
 
-def test_the_guides_cache_aside_without_negative_caching_hits_the_database_every_time(r, shop):
-    """The failure the chapter shows live: `if cached` + no SET for a missing row."""
-
-    def guide_get_user(user_id):
-        cached = r.get(key("caching", "guide", user_id))
-        if cached:
-            return json.loads(cached)
-        user = shop.user(user_id)
-        if user is None:
-            return None
-        r.set(key("caching", "guide", user_id), json.dumps(user), ex=3600)
-        return user
-
+def test_the_guides_cache_aside_sends_every_request_for_a_missing_row_to_the_database(r, shop):
+    """The failure the chapter shows live: no SET for a missing row."""
+    guide = guide_cache_aside(r, "guide")(shop.user)
     queries = shop.queries
-    for _ in range(5):
-        guide_get_user(USERS + 1)
-    assert shop.queries - queries == 5
+    assert [guide(USERS + 1) for _ in range(5)] == [None] * 5 and shop.queries - queries == 5
+    assert guide(1)["name"] == "user 1" and guide(1)["name"] == "user 1" and shop.queries - queries == 6
+    assert 3590 <= r.ttl(guide.key(1)) <= 3600 and r.exists(guide.key(USERS + 1)) == 0
 
 
 def test_cache_aside_on_the_cluster_and_bulk_invalidation_across_primaries(rc):
@@ -242,7 +232,45 @@ def test_hit_vs_query(r, shop):
     frame = experiments.run_hit_vs_query(r, shop, query_samples=3, hit_samples=300)
     assert list(frame.index) == ["SQLite query", "cache-aside hit (GET + JSON)", "client-side hit (local memory)"]
     assert frame.loc["SQLite query", "median_ms"] > 10 * frame.loc["cache-aside hit (GET + JSON)", "median_ms"]
+    assert list(frame["commands per read"]) == [0.0, 1.0, 0.0]
     assert r.exists(key("caching", "hitlab", 42)) == 0
+
+
+def cache_off(client, name):
+    """A deploy that turned the cache off: every read runs the query."""
+    def decorate(load):
+        uncached = functools.wraps(load)(lambda *args: load(*args))
+        uncached.key = lambda *args: key("caching", name, *args)
+        uncached.invalidate = lambda *args: 0
+        return uncached
+
+    return decorate
+
+
+class ForgetfulTrackingCache(TrackingCache):
+    """A client-side cache that keeps nothing: every read is a GET."""
+
+    def get(self, name):
+        self._local.clear()
+        return super().get(name)
+
+
+def test_hit_vs_query_verdicts_fail_when_the_cache_does_not_cache(r, shop):
+    off = experiments.run_hit_vs_query(r, shop, query_samples=2, hit_samples=3, cache=cache_off)
+    hit = off.loc["cache-aside hit (GET + JSON)"]
+    assert not off.loc["SQLite query", "median_ms"] >= 10 * hit["p95_ms"]  # notebook: hit 10x faster
+    forgetful = experiments.run_hit_vs_query(r, shop, query_samples=1, hit_samples=300,
+                                             local_cache=ForgetfulTrackingCache)
+    local = forgetful.loc["client-side hit (local memory)"]
+    assert local["commands per read"] == 1.0  # notebook: a client-side hit sends nothing
+    assert not forgetful.loc["cache-aside hit (GET + JSON)", "median_ms"] >= 3 * local["median_ms"]
+
+
+def test_expiry_spread_with_and_without_jitter(r):
+    spread = experiments.run_expiry_spread(r, entries=1000, ttl=300, jitter=0.2)
+    assert spread.sum() == 1000 and len(spread) > 50 and spread.index.min() >= 299 and spread.index.max() <= 360
+    assert list(experiments.run_expiry_spread(r, entries=1000, ttl=300, jitter=0)) == [1000]  # notebook: > 50 s
+    assert r.exists(key("caching", "spread", 0)) == 0
 
 
 def test_zipf_requests_are_deterministic_and_skewed():
@@ -254,40 +282,70 @@ def test_zipf_requests_are_deterministic_and_skewed():
     assert top > 5 * max(uniform.count(n) for n in set(uniform))
 
 
-def test_workload_misses_are_exactly_the_distinct_ids(r, shop):
+def test_workload_without_warm_up_counts_first_requests_and_queries_are_counted(r, shop):
     frame = experiments.run_workload(r, shop, requests=2000, ids=1000, skew=1.0, seed=5)
     distinct = len(set(experiments.zipf_requests(1000, 2000, 1.0, 5)))
     summary = experiments.summarize(frame).iloc[0]
-    assert summary["db queries with cache"] == distinct and summary["requests"] == 2000
-    assert summary["hit rate %"] == round(100 * (2000 - distinct) / 2000, 1)
+    assert summary["db queries with cache"] == distinct == frame["queries"].sum() and summary["requests"] == 2000
+    assert summary["hit rate %"] == summary["db load reduction %"] == round(100 * (2000 - distinct) / 2000, 1)
     assert r.exists(key("caching", "lab", 1)) == 0
-    assert experiments.summarize(experiments.run_workload(r, shop, requests=2000, ids=1000, skew=1.0, seed=5)).equals(
-        experiments.summarize(frame))
+    warm = experiments.run_workload(r, shop, requests=2000, ids=1000, skew=1.0, seed=5, warmup=2000)
+    stream = experiments.zipf_requests(1000, 4000, 1.0, 5)
+    assert warm["queries"].sum() == len(set(stream[2000:]) - set(stream[:2000]))  # only users new after the warm-up
+
+
+def test_hit_rate_reaches_80_percent_with_a_big_cache_only(shop):
+    frame = experiments.run_hit_rate(shop, cache_kbs=(128, 2048))
+    assert frame.loc[2048, "db load reduction %"] >= 80 and frame.loc[128, "db load reduction %"] < 60  # notebook
+    assert not frame.loc[2048, "db load reduction %"] < 60  # a 128 KB limit not applied would fail the second
+    assert (frame["db queries"] > 0).all() and frame.loc[128, "entries held"] < frame.loc[2048, "entries held"]
+    # Degraded: a short TTL (entries expire between two requests for them), and only a tiny cache.
+    short = experiments.run_hit_rate(shop, cache_kbs=(2048,), requests=2000, ttl=0.01)
+    assert not short.loc[2048, "db load reduction %"] >= 80
+    tiny = experiments.run_hit_rate(shop, cache_kbs=(128,), requests=2000)
+    assert not tiny["db load reduction %"].max() >= 80
 
 
 def test_stampede_experiment(r, shop):
     frame = experiments.run_stampede(r, shop, concurrency=6)
     assert frame.loc["with per-key lock", "db queries"] == 1
     assert frame.loc["plain cache-aside", "db queries"] > 1
+    # Degraded: a lock that expires long before the query ends (ms taken for s), and a single caller.
+    assert experiments.run_stampede(r, shop, concurrency=6, lock_ttl=0.001).loc["with per-key lock", "db queries"] > 1
+    assert experiments.run_stampede(r, shop, concurrency=1).loc["plain cache-aside", "db queries"] == 1
 
 
 def test_keys_blocks_other_clients_longer_than_scan():
     frame = experiments.run_keys_vs_scan(keys=300_000, repeat_for=0.4)
     assert list(frame["found"]) == [10, 10] and list(frame["keyspace"]) == [300_010, 300_010]
-    assert frame.loc["KEYS", "ping_p99_ms"] > 3 * frame.loc["SCAN (COUNT 1000)", "ping_p99_ms"]
+    assert frame.loc["KEYS", "ping_p99_ms"] > 5 * frame.loc["SCAN (COUNT 1000)", "ping_p99_ms"]
+
+
+def test_keys_vs_scan_verdict_fails_for_one_giant_scan():
+    frame = experiments.run_keys_vs_scan(keys=300_000, batch=10_000_000, repeat_for=0.4)
+    assert list(frame.index) == ["KEYS", "SCAN (COUNT 10000000)"] and list(frame["found"]) == [10, 10]
+    assert not frame.loc["KEYS", "ping_p99_ms"] >= 5 * frame.loc["SCAN (COUNT 10000000)", "ping_p99_ms"]
 
 
 def test_eviction_policies(shop):
-    frame = experiments.run_eviction(shop, cache_kb=512, requests=3000, ids=2000)
+    frame = experiments.run_eviction(shop)  # the notebook's setting
     assert frame.loc["noeviction", "rejected writes"] > 0 and frame.loc["noeviction", "evicted keys"] == 0
     for policy in ("allkeys-lru", "allkeys-lfu"):
         assert frame.loc[policy, "rejected writes"] == 0 and frame.loc[policy, "evicted keys"] > 0
-        assert frame.loc[policy, "hit rate %"] > frame.loc["noeviction", "hit rate %"]
+        assert frame.loc[policy, "hit rate %"] >= frame.loc["noeviction", "hit rate %"] + 10  # the notebook's
+
+
+def test_eviction_verdicts_fail_when_everything_fits(shop):
+    frame = experiments.run_eviction(shop, cache_kb=8192, requests=3000, ids=2000)  # 2,000 users fit in 8 MB
+    assert not frame.loc["noeviction", "rejected writes"] > 0
+    for policy in ("allkeys-lru", "allkeys-lfu"):
+        assert not frame.loc[policy, "hit rate %"] >= frame.loc["noeviction", "hit rate %"] + 10
 
 
 def test_serve_bounded_without_a_limit_hits_after_the_first_request(r, shop):
     frame = experiments.serve_bounded(r, shop, [1, 2, 1, 1, 2], value_bytes=10)
     assert list(frame["hit"]) == [False, False, True, True, True] and not frame["rejected"].any()
+    assert list(frame["queries"]) == [1, 1, 0, 0, 0]
     assert len(json.loads(r.get(key("caching", "evict", 1)))["page"]) == 10
 
 
@@ -306,7 +364,7 @@ def test_workload_widget_runs_both_ways(r, shop):
     ttl, skew, policy, cache_kb, requests, run, out = box.children
     assert policy.value == "no limit" and requests.value == 5000 and out.outputs == ()
     frame, where = experiments._lab_run(r, shop, 60, 1.0, "no limit", 1024, 500)
-    assert len(frame) == 500 and "no memory limit" in where
+    assert len(frame) == 500 and "no memory limit" in where and "warm" in where
     frame, where = experiments._lab_run(r, shop, 60, 1.0, "allkeys-lru", 256, 500)
     assert len(frame) == 500 and "allkeys-lru" in where
     requests.value = 500

@@ -1,60 +1,107 @@
 """Measured experiments of chapter 02, each `run_*(...) -> pandas.DataFrame`, and the workload lab widget.
 
 - `run_hit_vs_query`: the slow SQLite query vs a cache-aside hit vs a client-side (tracked) hit;
+- `run_expiry_spread`: entries written together, with TTL jitter: over how many seconds they expire;
 - `run_workload`: a skewed (Zipf) stream of requests through `cache_aside`: hit rate, queries saved;
+- `run_hit_rate`: steady-state hit rate and measured database queries against the cache's size;
 - `run_stampede`: N concurrent misses on one key, with and without the per-key lock;
 - `run_keys_vs_scan`: PING latency another client sees while KEYS, or SCAN, walks a large keyspace;
 - `run_eviction`: the same workload on servers limited by `maxmemory`, one per eviction policy;
 - `workload_widget`: the lab, sliders over TTL, skew, policy and request count.
 
 Keys written on the course server: `course:caching:<namespace>:<id>` (strings, JSON) and the
-stampede lock `course:caching:lock:<namespace>:<id>`. KEYS vs SCAN and eviction run on private
+stampede lock `course:caching:lock:<namespace>:<id>`, and `course:caching:spread:<n>` (JSON, with
+a TTL). KEYS vs SCAN, the hit rate against size, and eviction run on private
 scratch servers (`course_lib.servers.scratch_server`), so the shared server stays small and its
 configuration untouched.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import subprocess
 import sys
 import threading
 import time
-from typing import Iterable
+from typing import Callable, Iterable
 
 import pandas as pd
 import redis
 
-from course_lib.caching import TrackingCache, cache_aside, cache_aside_locked
+from course_lib.caching import TrackingCache, cache_aside, cache_aside_locked, store
 from course_lib.concurrency import run_together
 from course_lib.keys import delete_prefix, key
 from course_lib.measure import latencies, percentile, summary_ms
+from course_lib.pipelines import RoundTripCounter
 from course_lib.sample_db import Shop
 from course_lib.servers import ServerError, find_binary, scratch_server
 
 POLICIES = ("noeviction", "allkeys-lru", "allkeys-lfu")
 
 
-def run_hit_vs_query(client, shop: Shop, user_id: int = 42, query_samples: int = 5, hit_samples: int = 2000) -> pd.DataFrame:
+def run_hit_vs_query(client, shop: Shop, user_id: int = 42, query_samples: int = 5, hit_samples: int = 2000,
+                     cache: Callable = cache_aside, local_cache: Callable = TrackingCache) -> pd.DataFrame:
     """Latency of the slow query, of a cache-aside hit (GET + JSON) and of a client-side hit.
 
+    Args:
+        cache: how the report is cached: `cache(client, name)` returns a decorator, as `cache_aside`
+            does (the guide's `guide_cache_aside` never caches a missing user's report).
+        local_cache: the client-side cache, `local_cache(client)` (default `TrackingCache`).
+
     Returns:
-        One row per way of getting the report: samples, median, p95, p99 and max in milliseconds.
+        One row per way of getting the report: samples, commands sent to Redis per read (counted
+        client side: a GET for a cache-aside read, a GET per local miss), median, p95, p99 and max
+        in milliseconds.
     """
-    report = cache_aside(client, "hitlab")(shop.customer_report)
-    report.invalidate(user_id)
-    rows = [{"path": "SQLite query", "samples": query_samples,
-             **summary_ms(latencies(lambda: shop.customer_report(user_id), query_samples, warmup=1))}]
-    report(user_id)
-    rows.append({"path": "cache-aside hit (GET + JSON)", "samples": hit_samples,
-                 **summary_ms(latencies(lambda: report(user_id), hit_samples))})
-    with TrackingCache(client) as local:
-        name = report.key(user_id)
-        rows.append({"path": "client-side hit (local memory)", "samples": hit_samples,
-                     **summary_ms(latencies(lambda: json.loads(local.get(name)), hit_samples))})
-    report.invalidate(user_id)
+    warmup = min(10, hit_samples)
+    counter = RoundTripCounter(client)
+    try:
+        report = cache(counter.client, "hitlab")(shop.customer_report)
+        report.invalidate(user_id)
+        rows = [{"path": "SQLite query", "samples": query_samples, "commands per read": 0.0,
+                 **summary_ms(latencies(lambda: shop.customer_report(user_id), query_samples, warmup=1))}]
+        report(user_id)
+        counter.reset()
+        hits = latencies(lambda: report(user_id), hit_samples, warmup=warmup)
+        rows.append({"path": "cache-aside hit (GET + JSON)", "samples": hit_samples,
+                     "commands per read": sum(counter.commands.values()) / (warmup + hit_samples), **summary_ms(hits)})
+        with local_cache(client) as local:
+            name = report.key(user_id)
+            local.get(name)  # the first read fills local memory
+            misses = local.misses
+            # "null" when the cache kept nothing (the guide's version and a missing user): a local hit of None
+            hits = latencies(lambda: json.loads(local.get(name) or "null"), hit_samples, warmup=warmup)
+            rows.append({"path": "client-side hit (local memory)", "samples": hit_samples,
+                         "commands per read": (local.misses - misses) / (warmup + hit_samples), **summary_ms(hits)})
+        report.invalidate(user_id)
+    finally:
+        counter.close()
     return pd.DataFrame(rows).set_index("path")
+
+
+def run_expiry_spread(client, entries: int = 1000, ttl: float = 300.0, jitter: float = 0.2,
+                      seed: int = 2) -> pd.Series:
+    """Write `entries` entries in one burst with `store` (TTL `ttl`, jitter `jitter`), then read their PTTLs.
+
+    Commands: one pipeline of SET ... PX, one of PTTL (the TTLs the server really holds), one UNLINK.
+
+    Returns:
+        How many entries expire in each second from now (index: the second), sorted by second.
+    """
+    rng = random.Random(seed)
+    names = [key("caching", "spread", n) for n in range(entries)]
+    with client.pipeline(transaction=False) as pipe:
+        for name in names:
+            store(pipe, name, {"n": 1}, ttl=ttl, jitter=jitter, rng=rng)
+        pipe.execute()
+        for name in names:
+            pipe.pttl(name)
+        remaining = pipe.execute()
+    client.unlink(*names)
+    seconds = pd.Series([ms // 1000 for ms in remaining], name="entries expiring")
+    return seconds.value_counts().sort_index().rename_axis("second")
 
 
 def zipf_requests(ids: int, requests: int, skew: float, seed: int) -> list[int]:
@@ -71,46 +118,92 @@ def zipf_requests(ids: int, requests: int, skew: float, seed: int) -> list[int]:
 
 
 def run_workload(client, shop: Shop, requests: int = 10_000, ids: int = 10_000, skew: float = 1.0,
-                 ttl: float = 3600.0, seed: int = 7, namespace: str = "lab") -> pd.DataFrame:
-    """Serve a Zipf stream of user lookups through `cache_aside`, starting from an empty cache.
+                 ttl: float = 3600.0, seed: int = 7, namespace: str = "lab", warmup: int = 0) -> pd.DataFrame:
+    """Serve a Zipf stream of user lookups through `cache_aside`, from an empty cache.
+
+    The first `warmup` requests fill the cache and are not returned; the next `requests` are
+    measured. Without a warm-up, and with a TTL longer than the run, a request misses exactly when
+    its user is asked for the first time: cold-start misses, not the steady state.
 
     Returns:
-        One row per request: `user_id`, `hit` (no database query was needed) and `latency_ms`.
-        With a TTL longer than the run the hits are a pure function of the seed.
+        One row per measured request: `user_id`, `hit` (no database query was needed), `queries`
+        (database queries it caused, counted by the `Shop`) and `latency_ms`.
     """
     delete_prefix(client, key("caching", namespace) + ":")
     user = cache_aside(client, namespace, ttl=ttl, jitter=0)(shop.user)
+    stream = zipf_requests(ids, warmup + requests, skew, seed)
+    for user_id in stream[:warmup]:
+        user(user_id)
     rows = []
-    for user_id in zipf_requests(ids, requests, skew, seed):
+    for user_id in stream[warmup:]:
         queries = shop.queries
         start = time.perf_counter()
         user(user_id)
-        rows.append((user_id, shop.queries == queries, (time.perf_counter() - start) * 1000))
+        elapsed, queries = (time.perf_counter() - start) * 1000, shop.queries - queries
+        rows.append((user_id, queries == 0, queries, elapsed))
     delete_prefix(client, key("caching", namespace) + ":")
-    return pd.DataFrame(rows, columns=["user_id", "hit", "latency_ms"])
+    return pd.DataFrame(rows, columns=["user_id", "hit", "queries", "latency_ms"])
 
 
 def summarize(frame: pd.DataFrame) -> pd.DataFrame:
-    """Requests, database queries without and with the cache, the reduction and the hit rate."""
+    """Requests, database queries without and with the cache (as counted), the reduction and the hit rate."""
     requests = len(frame)
-    hits = int(frame["hit"].sum())
+    hits, queries = int(frame["hit"].sum()), int(frame["queries"].sum())
     return pd.DataFrame([{
         "requests": requests,
         "db queries without cache": requests,
-        "db queries with cache": requests - hits,
-        "db load reduction %": round(100 * hits / requests, 1) if requests else 0.0,
+        "db queries with cache": queries,
+        "db load reduction %": round(100 * (1 - queries / requests), 1) if requests else 0.0,
         "hit rate %": round(100 * hits / requests, 1) if requests else 0.0,
     }])
 
 
-def run_stampede(client, shop: Shop, concurrency: int = 10, user_id: int = 7) -> pd.DataFrame:
+def run_hit_rate(shop: Shop, cache_kbs: Iterable[int] = (128, 512, 2048), requests: int = 4000, ids: int = 2000,
+                 skew: float = 1.0, warmup: int | None = None, value_bytes: int = 1000, ttl: float = 3600.0,
+                 seed: int = 7, policy: str = "allkeys-lru") -> pd.DataFrame:
+    """Steady-state hit rate of cache-aside (`serve_bounded`) against the cache's size, on a private server.
+
+    For each size the server is emptied and given `maxmemory` = its memory in use when empty +
+    that many KB (about as many 1 KB entries) with `policy`. `warmup` requests (default: as many
+    as measured) fill the cache and are not counted; then `requests` are measured, and the
+    database queries they cause are counted by the `Shop`, not inferred from the hits. A short
+    `ttl` also lowers the hit rate: an entry that expires between two requests for it is a miss.
+
+    Returns:
+        One row per size: entries held at the end, their share of all `ids` (%), hit rate %,
+        database queries, and the database load reduction % (1 - queries / requests).
+
+    Raises:
+        ServerError: no server binary (the course points at an external server only).
+    """
+    warmup = requests if warmup is None else warmup
+    stream = zipf_requests(ids, warmup + requests, skew, seed)
+    rows = []
+    with scratch_server(config={"maxmemory-policy": policy}) as server, server.client() as cache:
+        for kb in cache_kbs:
+            cache.flushall()
+            cache.config_set("maxmemory", cache.info("memory")["used_memory"] + kb * 1024)
+            serve_bounded(cache, shop, stream[:warmup], value_bytes, ttl)
+            frame = serve_bounded(cache, shop, stream[warmup:], value_bytes, ttl)
+            queries = int(frame["queries"].sum())
+            rows.append({"cache KB": kb, "entries held": cache.dbsize(),
+                         "users held %": round(100 * cache.dbsize() / ids, 1),
+                         "hit rate %": round(100 * frame["hit"].mean(), 1), "db queries": queries,
+                         "db load reduction %": round(100 * (1 - queries / len(frame)), 1)})
+    return pd.DataFrame(rows).set_index("cache KB")
+
+
+def run_stampede(client, shop: Shop, concurrency: int = 10, user_id: int = 7, lock_ttl: float = 10.0) -> pd.DataFrame:
     """`concurrency` threads miss the same cold key at once, with plain and with locked cache-aside.
 
-    The threads start together on a barrier and are all joined (within 60 s). Returns one row
-    per variant: how many database queries the misses caused, and the wall time of the burst.
+    The threads start together on a barrier and are all joined (within 60 s). `lock_ttl` is the
+    lock's expiry in seconds: shorter than the query, the lock expires while its holder loads and
+    the next waiter loads too. Returns one row per variant: how many database queries the misses
+    caused (counted by the `Shop`), and the wall time of the burst.
     """
     rows = []
-    for label, decorator in (("plain cache-aside", cache_aside), ("with per-key lock", cache_aside_locked)):
+    for label, decorator in (("plain cache-aside", cache_aside),
+                             ("with per-key lock", functools.partial(cache_aside_locked, lock_ttl=lock_ttl))):
         report = decorator(client, "stampede")(shop.customer_report)
         report.invalidate(user_id)
         queries = shop.queries
@@ -151,7 +244,8 @@ def run_keys_vs_scan(keys: int = 500_000, batch: int = 1000, repeat_for: float =
     SCAN in `batch`-sized steps that let other clients' commands run in between.
 
     Returns:
-        One row per method: keys found, one walk's duration, PINGs measured, PING p99 and max (ms).
+        One row per method: keys found, one walk's duration, PINGs in flight while it walked, PING
+        p99 and max (ms).
     """
     pattern = key("caching", "user", 42, "*")
     methods = {"KEYS": lambda: admin.keys(pattern),
@@ -177,7 +271,8 @@ def run_keys_vs_scan(keys: int = 500_000, batch: int = 1000, repeat_for: float =
         keyspace = admin.dbsize()
     rows = []
     for method, (start, end, runs, found) in windows.items():
-        pings = [seconds for sent, seconds in samples if start <= sent < end]
+        # every PING in flight during the walks: one sent just before a walk waits for all of it
+        pings = [seconds for sent, seconds in samples if sent < end and sent + seconds > start]
         rows.append({"method": method, "keyspace": keyspace, "found": found, "walk_ms": (end - start) / runs * 1000,
                      "pings": len(pings), "ping_p99_ms": percentile(pings, 99) * 1000,
                      "ping_max_ms": max(pings) * 1000})
@@ -191,12 +286,13 @@ def serve_bounded(client, shop: Shop, request_ids: Iterable[int], value_bytes: i
     Each cached value is the user's row padded to `value_bytes` (think of a rendered profile).
 
     Returns:
-        One row per request: `user_id`, `hit`, `rejected` (SET refused: maxmemory with noeviction)
-        and `latency_ms`.
+        One row per request: `user_id`, `hit`, `rejected` (SET refused: maxmemory with noeviction),
+        `queries` (database queries it caused, counted by the `Shop`) and `latency_ms`.
     """
     rows = []
     for user_id in request_ids:
         name = key("caching", namespace, user_id)
+        queries = shop.queries
         start = time.perf_counter()
         hit = client.get(name) is not None
         rejected = False
@@ -206,8 +302,8 @@ def serve_bounded(client, shop: Shop, request_ids: Iterable[int], value_bytes: i
                 client.set(name, value, px=round(ttl * 1000))
             except redis.exceptions.OutOfMemoryError:
                 rejected = True  # the cache is full and may not evict: the request still succeeds
-        rows.append((user_id, hit, rejected, (time.perf_counter() - start) * 1000))
-    return pd.DataFrame(rows, columns=["user_id", "hit", "rejected", "latency_ms"])
+        rows.append((user_id, hit, rejected, shop.queries - queries, (time.perf_counter() - start) * 1000))
+    return pd.DataFrame(rows, columns=["user_id", "hit", "rejected", "queries", "latency_ms"])
 
 
 def shifting_requests(ids: int, requests: int, skew: float, seed: int) -> list[int]:
@@ -299,7 +395,8 @@ def workload_widget(client, shop: Shop):
 def _lab_run(client, shop: Shop, ttl: float, skew: float, policy: str, cache_kb: int,
              requests: int) -> tuple[pd.DataFrame, str]:
     if policy == "no limit":
-        return run_workload(client, shop, requests, skew=skew, ttl=ttl, seed=7), "course server, no memory limit"
+        frame = run_workload(client, shop, requests, skew=skew, ttl=ttl, seed=7, warmup=requests)
+        return frame, "course server, no memory limit, after as many requests to warm it up"
     with scratch_server(config={"maxmemory-policy": policy}) as server, server.client() as cache:
         cache.config_set("maxmemory", cache.info("memory")["used_memory"] + cache_kb * 1024)
         frame = serve_bounded(cache, shop, zipf_requests(10_000, requests, skew, 7), ttl=ttl)

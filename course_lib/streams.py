@@ -237,8 +237,8 @@ def apply_once(client, seen: str, total: str, entry_id: str, cents: int) -> bool
     idempotent.
 
     Money is counted in integer cents: INCRBY is exact, while floats cannot hold most decimal
-    amounts (0.1 + 0.2 != 0.3 in Python) and INCRBYFLOAT's result depends on the server's long
-    double precision and its 17-digit formatting.
+    amounts (0.1 + 0.2 != 0.3 in Python) and INCRBYFLOAT's result depends on the precision of the
+    server platform's long double, printed with 17 digits after the decimal point.
 
     Cluster: both keys need one hash tag. Production: the `seen` set grows with every entry; expire
     it or prune ids older than what the stream still holds.

@@ -67,8 +67,11 @@ ensure_engine() {
     DOCKERD_LOG=$(mktemp /tmp/compose-ci-dockerd.XXXXXX)
     local started
     started=$(now)
+    # In a session of its own, so a Ctrl-C meant for this script does not stop the engine before the
+    # cleanup has brought the stack down. (A background job of a script is no process group leader,
+    # so setsid runs dockerd in place: $! is dockerd.)
     # shellcheck disable=SC2086 # DOCKERD_FLAGS is a list of arguments
-    dockerd ${DOCKERD_FLAGS:-} >"$DOCKERD_LOG" 2>&1 &
+    setsid dockerd ${DOCKERD_FLAGS:-} </dev/null >"$DOCKERD_LOG" 2>&1 &
     DOCKERD_PID=$!
     local deadline=$((SECONDS + 60))
     until docker_answers; do
@@ -123,15 +126,21 @@ compose() {
 
 up() {
     STACK_FILES=("$@")
-    compose "${STACK_FILES[@]}" -- up -d --quiet-pull 2>&1 | grep -v '^Creating\|^Pulling' || true
-    # `up` printing an error still exits 0 through the pipe above: the wait below catches a stack
-    # that did not start.
+    local output
+    if ! output=$(compose "${STACK_FILES[@]}" -- up -d --quiet-pull 2>&1); then
+        printf '%s\n' "$output"
+        say "FAILED: docker compose up (see above; are ports 6379 and 7001-7006 free?)" >&2
+        exit 1
+    fi
 }
 
 down() {
     [ "${#STACK_FILES[@]}" -gt 0 ] || return 0
-    compose "${STACK_FILES[@]}" -- down -v --remove-orphans --timeout 5 >/dev/null 2>&1 \
-        || say "docker compose down failed (containers of project $PROJECT may be left)" >&2
+    if compose "${STACK_FILES[@]}" -- down -v --remove-orphans --timeout 5 >/dev/null 2>&1; then
+        say "down -v: project $PROJECT removed"
+    else
+        say "docker compose down failed (containers of project $PROJECT may be left)" >&2
+    fi
     STACK_FILES=()
 }
 
@@ -181,6 +190,9 @@ trap 'exit 143' TERM
 
 total=$(now)
 ensure_engine
+# Whatever an interrupted earlier run left of this project (containers, their volumes) goes first.
+STACK_FILES=(docker-compose.yml docker/broken-announce.yml)
+down
 
 if [ -z "${COURSE_DOCKER_REDIS_IMAGE:-}" ]; then
     started=$(now)

@@ -9,7 +9,6 @@ and the browser is only allowed to load from the local server.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import importlib.util
 import json

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import re
-from html import escape
 from pathlib import Path
 
 from docutils import nodes
@@ -32,7 +31,7 @@ WIDGET_VIEW = re.compile(r'^<script type="application/vnd\.jupyter\.widget-view\
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 README_LINK = re.compile(r"\]\(\.\./README\.md(#[^)]*)?\)")
 COURSE_MAP_MARKER = "<!-- course_site puts the README's course map here, its links pointing at the chapter pages. -->"
-LIST_ITEM = re.compile(r"^(\s*)(?:[-*]|\d+\.) ")
+LIST_ITEM = re.compile(r"^\s*(?:[-*]|\d+\.) ")
 SNAPSHOT_NOTE = ("A snapshot of this widget as the notebook saved it: its controls do nothing on this page. "
                  "Run the notebook in JupyterLab (<code>make lab</code>) to use this widget.")
 MISSING_NOTE = ("An interactive widget is shown here when the notebook runs. "
@@ -45,12 +44,12 @@ def chapters() -> dict[str, str]:
 
 
 def copy_notebooks() -> None:
-    """Make `docs/notebooks/` hold exactly the committed notebooks (only changed files are rewritten)."""
+    """Make `docs/notebooks/` hold exactly the notebooks of `notebooks/` (only changed files are rewritten)."""
     COPIES.mkdir(exist_ok=True)
     originals = {path.name: path for path in (REPO / "notebooks").glob("*.ipynb")}
     for stale in COPIES.glob("*.ipynb"):
         if stale.name not in originals:
-            stale.unlink()
+            stale.unlink(missing_ok=True)
     for name, path in originals.items():
         data, copy = path.read_bytes(), COPIES / name
         if not copy.exists() or copy.read_bytes() != data:

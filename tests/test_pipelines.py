@@ -139,10 +139,10 @@ def test_round_trip_verdict_fails_when_the_pipeline_saves_no_round_trip(r):
 def test_batch_size_verdicts_fail_without_pipelining_and_across_a_slow_network(r):
     assert all(exp.batch_size_verdicts(exp.run_batch_sizes(r, sizes=(1, 100, 1000), repeats=3)).values())
     unpipelined = exp.batch_size_verdicts(exp.run_batch_sizes(r, sizes=(1, 100), repeats=2, pipelined=False))
-    assert unpipelined == {"throughput rises: batches of 100 reach at least 3x the ops/s of batches of 1": False,
-                           "pipelined SETs from one Python client reach at least 40,000 ops/s": False}
-    far = exp.batch_size_verdicts(exp.run_batch_sizes(r, sizes=(100, 1000), repeats=1, network_ms=10))
-    assert far["then flattens: batches of 1000 gain less than 2x over batches of 100"] is False
+    assert unpipelined["throughput rises: batches of 100 reach at least 3x the ops/s of batches of 1"] is False
+    far = exp.batch_size_verdicts(exp.run_batch_sizes(r, sizes=(100, 1000), repeats=1, network_ms=50))
+    assert far == {"then flattens: batches of 1000 gain less than 2x over batches of 100": False,
+                   "pipelined SETs from one Python client reach at least 30,000 ops/s": False}
 
 
 def test_run_interleaving_lets_another_client_in_only_without_multi(r):

@@ -222,7 +222,8 @@ def test_contention_verdicts_hold_and_fail_in_degraded_settings(r, monkeypatch):
     monkeypatch.setattr(experiments, "deduct_lua", lambda client, account, amount: deduct(client, account, amount,
                                                                                             retries=1000))
     no_script = pd.concat([experiments.run_contention(r, threads=8, per_thread=25) for _ in range(3)])
-    assert not experiments.contention_verdicts(no_script)["Lua completes the same work at least 3x faster than WATCH retries"]
+    claim = "Lua completes the same work at least 3x faster than WATCH retries"
+    assert not experiments.contention_verdicts(no_script)[claim]
 
 
 def test_widget_starts_in_a_fixed_state(r):
@@ -318,8 +319,7 @@ def script_then_separate_write(client, source, target, amount):
 
 
 def no_amount_check(client, source, target, amount):
-    return client.transaction(lambda pipe: solutions.transfer(pipe, source, target, amount) if False else _move(
-        pipe, source, target, amount), source, value_from_callable=True)
+    return client.transaction(lambda pipe: _move(pipe, source, target, amount), source, value_from_callable=True)
 
 
 def _move(pipe, source, target, amount):
@@ -329,6 +329,22 @@ def _move(pipe, source, target, amount):
     pipe.decrby(source, amount)
     pipe.incrby(target, amount)
     return True
+
+
+def needs_more_than_the_amount(client, source, target, amount):
+    """Refuses a balance equal to the amount: `<=` where `<` was meant."""
+    if amount <= 0:
+        return False
+
+    def move(pipe):
+        if int(pipe.get(source) or 0) <= amount:
+            return False
+        pipe.multi()
+        pipe.decrby(source, amount)
+        pipe.incrby(target, amount)
+        return True
+
+    return client.transaction(move, source, value_from_callable=True)
 
 
 def returns_nothing(client, source, target, amount):
@@ -342,6 +358,7 @@ COMMON_WRONG = [
     (takes_then_gives_back, "a balance your function had written before deciding"),
     (script_then_separate_write, "the app server died right after round trip 1 of 2 (EVALSHA)"),
     (no_amount_check, "an amount of 0 or below must be refused"),
+    (needs_more_than_the_amount, "(a balance equal to the amount is enough)"),
     (returns_nothing, "returned None; it must return True or False"),
 ]
 

@@ -123,16 +123,17 @@ def batch_size_verdicts(curve: pd.DataFrame) -> dict[str, bool]:
 
     Rises: batches of 100 reach 3x the ops/s of batches of 1 (round trips dominate a batch of 1).
     Flattens: 1000 gain less than 2x over 100 (on loopback the client's own work per command
-    dominates by then; across a slow network the gain is far larger). Reaches: 40,000 SETs per second
-    (one client sending one SET at a time gets 10,000-30,000 on loopback).
+    dominates by then; across a slow network the gain is far larger). Reaches: 30,000 SETs per second
+    on loopback (across a network with 50 ms round trips, not even batches of 1,000 get there).
     """
     ops = curve.set_index("batch_size")["ops_per_s"]
     claims = {}
     if {1, 100} <= set(ops.index):
-        claims["throughput rises: batches of 100 reach at least 3x the ops/s of batches of 1"] = bool(ops[100] >= 3 * ops[1])
+        claims["throughput rises: batches of 100 reach at least 3x the ops/s of batches of 1"] = \
+            bool(ops[100] >= 3 * ops[1])
     if {100, 1000} <= set(ops.index):
         claims["then flattens: batches of 1000 gain less than 2x over batches of 100"] = bool(ops[1000] < 2 * ops[100])
-    claims["pipelined SETs from one Python client reach at least 40,000 ops/s"] = bool(ops.max() >= 40_000)
+    claims["pipelined SETs from one Python client reach at least 30,000 ops/s"] = bool(ops.max() >= 30_000)
     return claims
 
 

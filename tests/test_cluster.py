@@ -130,7 +130,8 @@ def test_failover_verdicts_turn_false_when_degraded():
     """The server's default node timeout, a Retry too short, write ids from a clock, no restart."""
     degraded = (experiments.WriterSetup("cluster client + a long Retry", patience=60),
                 experiments.WriterSetup("+ a Retry of 1", patience=1),
-                experiments.WriterSetup("ids from the clock", patience=60, write_ids=lambda n: f"write-{int(time.time())}"))
+                experiments.WriterSetup("ids from the clock", patience=60,
+                                        write_ids=lambda n: f"write-{int(time.time())}"))
     frame = experiments.run_failover(writes_after=20, restart=False, writers=degraded, node_timeout_ms=15000)
     verdicts = experiments.failover_verdicts(frame)
     assert not any(verdicts.values()), verdicts
@@ -269,7 +270,8 @@ def test_key_slot_checker_fails_borrowed_answers(rc):
     """Asking the server, or reusing redis-py's or the course's slot code, bypasses the exercise."""
     from redis.crc import key_slot as redis_py_key_slot
 
-    for borrowed, hint in [(rc.cluster_keyslot, "redis-py"), (lambda name: redis_py_key_slot(name.encode()), "redis-py"),
+    for borrowed, hint in [(rc.cluster_keyslot, "redis-py"),
+                           (lambda name: redis_py_key_slot(name.encode()), "redis-py"),
                            (cluster.key_slot, "the course's key_slot")]:
         outcome = evaluate(checkers.check_key_slot, rc, borrowed)
         assert outcome.status == "failed" and hint in outcome.hint, outcome.hint

@@ -73,7 +73,8 @@ def distribution_verdicts(frame: pd.DataFrame) -> dict[str, bool]:
     return {
         "without a tag, every shard holds between 25 % and 40 % of the keys":
             all(0.25 * users <= n <= 0.40 * users for n in plain),
-        f"with one tag for every user, one shard holds all {users} keys": sorted(tagged) == [0] * (len(tagged) - 1) + [users],
+        f"with one tag for every user, one shard holds all {users} keys":
+            sorted(tagged) == [0] * (len(tagged) - 1) + [users],
     }
 
 
@@ -101,7 +102,7 @@ def patient_retry(retries: int = 60) -> Retry:
     Retries on connection errors, timeouts and CLUSTERDOWN (what every node answers while a slot
     range has no primary). Before the n-th retry, redis-py's ExponentialWithJitterBackoff pauses a
     random time between 0 and 50 ms x 2**n ("full jitter"), capped at 500 ms: up to 100, 200,
-    400 ms, then up to 500 ms each time, about 0.4 s on average.
+    400 ms, then up to 500 ms each time (about 0.45 s on average).
     """
     return Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries,
                  supported_errors=(redis.ConnectionError, redis.TimeoutError, ClusterDownError))

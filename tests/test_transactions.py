@@ -376,6 +376,13 @@ def test_deduct_checker_fails_wrong_answers_with_their_hint(r, wrong, hint):
     assert outcome.status == "failed" and hint in outcome.hint, outcome
 
 
+def unchecked_target(client, source, target, amount):
+    """Right but for one thing: it never looks at the target, so an INCRBY failing at EXEC loses the money."""
+    if amount <= 0:
+        return False
+    return client.transaction(lambda pipe: _move(pipe, source, target, amount), source, value_from_callable=True)
+
+
 def only_takes(client, source, target, amount):
     return solutions.deduct(client, source, "course:transactions:exercise:{bank}:nowhere", amount)
 
@@ -404,6 +411,7 @@ def sets_the_target_from_a_read(client, source, target, amount):
     (read_then_set, "money was lost or created"),
     (only_takes, "should return True and leave alice 20, bob 30, carol 0"),
     (sets_the_target_from_a_read, "another app server tried to deposit 5 into bob; afterwards the accounts hold 50"),
+    (unchecked_target, "with bob holding 'n/a' (not a number), moving 10 from alice left alice 40"),
 ])
 def test_transfer_checker_fails_wrong_answers_with_their_hint(r, wrong, hint):
     outcome = evaluate(checkers.check_transfer, r, wrong)
@@ -417,6 +425,7 @@ def test_checkers_say_when_the_notebooks_r_was_used(r):
 
 
 MOVE = "local n = tonumber(redis.call('GET', KEYS[1]) or '0') local a = tonumber(ARGV[1]) " \
+       "if not string.match(redis.call('GET', KEYS[2]) or '0', '^-?%d+$') then return redis.error_reply('NaN') end " \
        "if a <= 0 or n < a then return 0 end " \
        "redis.call('DECRBY', KEYS[1], a) redis.call('INCRBY', KEYS[2], a) return 1"
 
@@ -433,8 +442,9 @@ def bounded_retries(client, source, target, amount, retries=3):
     for _ in range(1 + retries):
         with client.pipeline() as pipe:
             try:
-                pipe.watch(source)
-                if int(pipe.get(source) or 0) < amount:
+                pipe.watch(source, target)
+                have, _ = int(pipe.get(source) or 0), int(pipe.get(target) or 0)
+                if have < amount:
                     return False
                 pipe.multi()
                 pipe.decrby(source, amount)

@@ -11,7 +11,7 @@ one balance to another. Each checker plays, in turn:
   can see that the learner's function had not decided on;
 - **the crash** (`every_crash`): the learner's app server dies after each of its round trips in turn;
   no money may be lost or created;
-- **edges**: the exact balance, an amount of 0 or below.
+- **edges**: the exact balance, an amount of 0 or below, and (for the transfer) a target holding "n/a".
 
 Keys written, all under `course:transactions:exercise:` (strings holding integers):
 `{deduct}:balance|spent` for the deduction, `{bank}:alice|bob|carol` for the transfer.
@@ -189,6 +189,24 @@ def _survives_crashes(client, solution: Callable, opening: dict[str, int], move:
                 invariant, f"asked to {move.says(deduction)}")
 
 
+def _refuses_a_corrupt_target(client, solution: Callable, source: str, target: str) -> None:
+    """The target holds "n/a": nothing may be written (EXEC and scripts do not roll back the source's DECRBY)."""
+    client.mset({source: 50, target: "n/a"})
+    try:
+        got = solution(client, source, target, 10)
+    except Exception:  # refusing by raising is fine, if nothing was written
+        got = False
+    left, there = client.mget([source, target])
+    if left != "50" or there != "n/a":
+        raise ExerciseFailed(f"with {_short(target)} holding 'n/a' (not a number), moving 10 from {_short(source)} left "
+                             f"{_short(source)} {left} and {_short(target)} {there!r}: the money left and arrived "
+                             "nowhere. Neither EXEC nor a script undoes a write when a later command fails: every "
+                             "key the transfer writes must be known to hold an integer before its first write")
+    if got is not False:
+        raise ExerciseFailed(f"with {_short(target)} holding 'n/a', your function wrote nothing but returned {got!r:.40}: "
+                             "return False (or raise) when the money did not move")
+
+
 def check_deduct(client, solution) -> None:
     """A deduction that never overdraws
 
@@ -224,7 +242,8 @@ def check_transfer(client, solution) -> None:
     `solution(client, source, target, amount)` moves `amount` from the integer at key `source` to the
     integer at key `target`, both writes or neither, only if `source` holds at least `amount`;
     returns True if it moved the money, False if not. `amount` of 0 or below: return False (or raise
-    ValueError) and write nothing. Other app servers move money out of the same accounts, and into
+    ValueError) and write nothing; if `target` holds something other than an integer ("n/a"), write
+    nothing either (return False or raise). Other app servers move money out of the same accounts, and into
     them, at the same moment: whatever lands between two of your commands, the result must be that
     of the two running one after the other (no balance below zero, no money lost or created, no
     transfer refused that the balance still covers); another app server must never read a balance
@@ -247,3 +266,4 @@ def check_transfer(client, solution) -> None:
                                   follow=bob, deduction=False)
     for opening, amount in ((50, 30), (30, 50)):
         _survives_crashes(client, solution, bank(opening, 0, 0), _Move(alice, bob, amount), deduction=False)
+    _refuses_a_corrupt_target(client, solution, alice, bob)

@@ -710,7 +710,8 @@ def lock_elsewhere(client, cache_key, load):
     (locked(take_px, release_own, wait=None), "Bound every wait"),
     (locked(take_px, release_own, on_timeout=lambda c, lock: c.delete(lock)), "only the lock's owner may release it"),
     (lock_elsewhere, "under a name that starts with the cache key"),
-    (lambda client, cache_key, load: solutions.get_cached_once(notebook_r(), cache_key, load), "not the notebook's `r`"),
+    (lambda client, cache_key, load: solutions.get_cached_once(notebook_r(), cache_key, load),
+     "not the notebook's `r`"),
 ])
 def test_stampede_lock_checker_rejects(solution, phrase):
     failed_with(checkers.check_stampede_lock, solution, phrase)

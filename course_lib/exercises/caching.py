@@ -85,7 +85,8 @@ def check_negative_caching(client, solution: Callable) -> None:
         except ValueError:
             stored = _MISSING
         if stored != row:
-            raise ExerciseFailed(f"{prefix}user:1 does not hold the row as JSON text: the cache must hold JSON, which every app server can read")
+            raise ExerciseFailed(f"{prefix}user:1 does not hold the row as JSON text: the cache must hold JSON, "
+                                 "which every app server can read")
 
         missing, missing_calls = _counting(None)
         for _ in range(3):
@@ -144,7 +145,8 @@ def _scan_counts(adversary: Adversary) -> list[int]:
 
 def _deletes(adversary: Adversary) -> list[int]:
     """How many keys each UNLINK or DEL the learner sent named."""
-    return [len(command) - 1 for batch in adversary.sent for command in batch if command[0].upper() in ("UNLINK", "DEL")]
+    return [len(command) - 1 for batch in adversary.sent for command in batch
+            if command[0].upper() in ("UNLINK", "DEL")]
 
 
 def _invalidate(client, solution: Callable, prefix: str, crash_after: int | None = None):

@@ -20,8 +20,8 @@
 # Settings (environment): COURSE_COMPOSE_PROJECT (project name, default redis-in-practice-ci),
 # COURSE_DOCKER_REDIS_IMAGE (see 2), COURSE_DOCKER_REDIS_PORT (the standalone's host port, default
 # 6379), COURSE_COMPOSE_HEALTH_TIMEOUT (seconds for step 3, default 120), DOCKERD_FLAGS (arguments
-# for a dockerd this script starts; default --userland-proxy=false, see below; add e.g.
-# "--storage-driver vfs" where overlay2 cannot mount).
+# for a dockerd this script starts; default --userland-proxy=false, see below; where overlay2
+# cannot mount: DOCKERD_FLAGS="--userland-proxy=false --storage-driver vfs").
 #
 # --userland-proxy=false: published ports go through the kernel's NAT instead of one docker-proxy
 # process per port copying every byte. Measured on CI's 2-core machine, the proxy added about 50 us
@@ -49,7 +49,7 @@ now() { date +%s.%N; }
 since() { awk -v start="$1" -v end="$(now)" 'BEGIN { printf "%.1f", end - start }'; }
 
 unavailable() {
-    if [ -n "${CI:-}" ]; then
+    if [ -n "${CI:-}" ] && [ "$CI" != false ]; then
         say "FAILED: $* (a Docker engine is required under CI)" >&2
         exit 1
     fi

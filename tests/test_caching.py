@@ -562,6 +562,10 @@ def empty_prefix_accepted(client, prefix):
             return deleted
 
 
+def refuses_every_prefix(client, prefix):
+    raise ValueError("no")
+
+
 def no_return(client, prefix):
     solutions.invalidate_prefix(client, prefix)
 
@@ -578,6 +582,7 @@ def invalidates_with_the_notebook_r(client, prefix):
     (one_unlink_per_key, "one per key"),
     (pattern_characters_unescaped, "pattern characters"),
     (empty_prefix_accepted, "given an empty prefix your function sent a command"),
+    (refuses_every_prefix, "raised ValueError for the prefix 'course:caching:exercise:user:42:'"),
     (no_return, "returned None"),
     (invalidates_with_the_notebook_r, "not the notebook's `r`"),
 ])

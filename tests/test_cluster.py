@@ -292,3 +292,18 @@ def test_unsolved_exercises_say_not_solved(rc):
 
     assert evaluate(checkers.check_key_slot, rc, stub).status == "not solved yet"
     assert evaluate(checkers.check_transaction_keys, rc, stub).status == "not solved yet"
+
+
+def test_a_lost_reply_makes_a_retried_incr_count_twice_and_a_write_id_once():
+    frame = experiments.run_lost_reply()
+    verdicts = experiments.lost_reply_verdicts(frame)
+    assert all(verdicts.values()), verdicts
+    assert frame.loc["INCR, retried"].tolist() == [1, 2, 2]
+    assert frame.loc["SADD of a write id, retried"].tolist() == [1, 1, 0]
+
+
+def test_lost_reply_verdicts_turn_false_when_degraded():
+    no_stall = experiments.lost_reply_verdicts(experiments.run_lost_reply(stall_s=0))
+    assert not no_stall["the retried INCR was applied twice for one write"]  # nothing was retried
+    id_per_attempt = experiments.lost_reply_verdicts(experiments.run_lost_reply(id_per_attempt=True))
+    assert not id_per_attempt["the retried SADD of one write id was applied once, and the retry was told so"]

@@ -4,10 +4,12 @@ Keys written:
 - `course:cluster:spread:...` (strings): `run_key_distribution`, on the cluster it is given;
 - `course:cluster:failover:w<writer>:{w<i>}` (strings holding counters, or sets of write ids):
   `run_failover`, on a private scratch cluster that is deleted afterwards;
-- `course:cluster:failover:split-brain:{w<i>}` (a set of order ids): `run_split_brain`, likewise.
+- `course:cluster:failover:split-brain:{w<i>}` (a set of order ids): `run_split_brain`, likewise;
+- `course:cluster:lost-reply:counter` (a string holding a number) and `...:ids` (a set):
+  `run_lost_reply`, on a private standalone server that is deleted afterwards.
 
 `run_failover` and `run_split_brain` never touch the shared cluster: each starts its own with
-`runtime.scratch_cluster`.
+`runtime.scratch_cluster`; `run_lost_reply` starts a server of its own with `servers.scratch_server`.
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ import os
 import signal
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import pandas as pd
 import redis
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.backoff import ConstantBackoff, ExponentialWithJitterBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.exceptions import ClusterDownError
 from redis.retry import Retry
@@ -290,6 +293,70 @@ def failover_verdicts(frame: pd.DataFrame) -> dict[str, bool]:
         "with write ids, no write was applied twice or without an acknowledgement":
             with_ids.applied_unacknowledged == 0 and with_ids.lost_elsewhere == 0,
         "the killed node came back as a replica of the promoted one": frame.attrs["rejoined_as_replica"] is True,
+    }
+
+
+# -- a reply lost after the write landed ---------------------------------------------------------
+
+def run_lost_reply(stall_s: float = 2.0, timeout_s: float = 0.3, id_per_attempt: bool = False) -> pd.DataFrame:
+    """One write whose reply is lost after it landed, retried: INCR counts it twice, a write id once.
+
+    On a private standalone server, an admin connection stalls the server (SAVE, then DEBUG SLEEP
+    `stall_s`; SAVE's `dump.rdb` appearing tells this code the stall has begun). The app, connected
+    beforehand, sends one write; its socket timeout (`timeout_s`) expires while the server sleeps,
+    so it never reads the reply: it drops the connection and retries once, after the stall. The
+    server had read the write and runs it when it wakes, so the retry applies it a second time.
+    Done for INCR of a counter, then for SADD of a write id made once per write, outside the
+    retried function (`id_per_attempt=True` makes a new id on each attempt: the classic bug).
+
+    Returns one row per write: acknowledged (replies the app got), applied (the counter's value or
+    the set's size afterwards), retry_answer (what the retry was told).
+    """
+    from course_lib.servers import scratch_server
+
+    rows = []
+    with scratch_server() as server:
+        marker = Path(server.dir) / "dump.rdb"
+        with server.client(socket_timeout=stall_s + 10) as admin, server.client(socket_timeout=timeout_s) as app:
+            app.ping()  # connected: the stall must catch the write itself, not the connection handshake
+            counter, ids = key(CHAPTER, "lost-reply", "counter"), key(CHAPTER, "lost-reply", "ids")
+            writes = {
+                "INCR, retried": (lambda: app.incr(counter), lambda: int(app.get(counter))),
+                "SADD of a write id, retried": (_sadd_once(app, ids, id_per_attempt), lambda: app.scard(ids)),
+            }
+
+            def stall_the_server() -> None:
+                with admin.pipeline(transaction=False) as pipe:
+                    pipe.save().execute_command("DEBUG", "SLEEP", stall_s).execute()
+
+            for label, (write, applied) in writes.items():
+                marker.unlink(missing_ok=True)
+                stall = threading.Thread(target=stall_the_server, name="a stall on the server", daemon=True)
+                stall.start()
+                wait_for(marker.exists, 10, "the server to reach its stall")
+                # One retry, after the stall is over: a longer backoff than the stall.
+                retry = Retry(ConstantBackoff(stall_s + 0.5), 1, supported_errors=(redis.TimeoutError,))
+                answer = retry.call_with_retry(write, lambda _error: None)
+                stall.join(timeout=stall_s + 10)
+                rows.append({"write": label, "acknowledged": 1, "applied": applied(), "retry_answer": answer})
+    return pd.DataFrame(rows).set_index("write")
+
+
+def _sadd_once(app: redis.Redis, ids: str, id_per_attempt: bool) -> Callable[[], int]:
+    """The write of `run_lost_reply`'s second row: SADD of an id chosen once per write (or per attempt)."""
+    write_id = f"write-{uuid.uuid4()}"
+    if id_per_attempt:
+        return lambda: app.sadd(ids, f"write-{uuid.uuid4()}")
+    return lambda: app.sadd(ids, write_id)
+
+
+def lost_reply_verdicts(frame: pd.DataFrame) -> dict[str, bool]:
+    """`run_lost_reply`'s claims: the retried INCR counted twice, the retried write id once."""
+    incr, ids = frame.loc["INCR, retried"], frame.loc["SADD of a write id, retried"]
+    return {
+        "the retried INCR was applied twice for one write": incr.applied == 2 * incr.acknowledged,
+        "the retried SADD of one write id was applied once, and the retry was told so":
+            ids.applied == ids.acknowledged and ids.retry_answer == 0,
     }
 
 

@@ -83,13 +83,14 @@ class RoundTripCounter:
     Caveat: counts this client only (not a cluster client), and not the handshake a new connection makes.
     """
 
-    connection_mixin = _CountingMixin  # the exercises' adversary extends it to act between commands
+    connection_mixin = _CountingMixin  # the exercises' adversary extends both, to act between commands
+    pool_class = redis.ConnectionPool
 
     def __init__(self, client: redis.Redis):
         pool = client.connection_pool
         base = pool.connection_class
         counting = type(f"Counting{base.__name__}", (self.connection_mixin, base), {})
-        self.client = redis.Redis(connection_pool=redis.ConnectionPool(
+        self.client = redis.Redis(connection_pool=self.pool_class(
             connection_class=counting, counter=self, **pool.connection_kwargs))
         self.reset()
 

@@ -189,6 +189,16 @@ def test_sent_lists_each_round_trips_commands_with_arguments_and_a_record_names_
         assert interference.fired and interference.command == "MSET"
 
 
+def test_values_read_counts_the_values_in_the_replies_the_learner_read(r):
+    r.zadd(KEY, {f"p{n}": n for n in range(12)})
+    with Adversary(r) as adversary:
+        adversary.client.zrange(KEY, 0, 2, withscores=True)  # 3 members, each with its score
+        assert adversary.values_read == 6
+        with adversary.client.pipeline(transaction=True) as pipe:
+            pipe.zcard(KEY).zrange(KEY, 0, -1).execute()  # MULTI's and each QUEUED's OK, then EXEC's 1 + 12
+        assert adversary.values_read == 6 + 3 + 13
+
+
 def test_a_watching_pipeline_cut_by_the_crash_cleans_up_quietly(r, capfd):
     r.set(KEY, 5)
     with Adversary(r, crash_after=1) as adversary:
@@ -222,3 +232,34 @@ def test_every_interleaving_puts_the_other_app_server_after_each_command_in_turn
     assert every_interleaving(r, KEY, setup, incr, other, judge) == 1
     with pytest.raises(ExerciseFailed, match="not the notebook's `r`"):
         every_interleaving(r, KEY, setup, lambda client: incr(r), other, judge)
+
+
+def _deduct_on_the_connection(connection):
+    for command in (("MULTI",), ("DECRBY", KEY, 8), ("EXEC",)):
+        connection.send_command(*command)
+        reply = connection.read_response()
+    return reply
+
+
+def test_a_request_sharing_the_client_clears_a_watch_sent_on_the_client_not_one_on_a_pipeline(r):
+    r.set(KEY, 10)
+    with Adversary(r) as adversary:
+        shared = adversary.on_shared_connection(KEY, _deduct_on_the_connection, at=2)
+        client = adversary.client
+        client.execute_command("WATCH", KEY)  # the guide's way: WATCH on the shared client
+        have = int(client.get(KEY))
+        with client.pipeline() as pipe:  # takes the connection the other request has just used
+            pipe.decrby(KEY, have).execute()  # not aborted: the other request's EXEC cleared the watch
+        assert shared.fired and shared.result == [2] and adversary.round_trips == 3
+    assert r.get(KEY) == "-8"
+    r.set(KEY, 10)
+    with Adversary(r) as adversary:
+        shared = adversary.on_shared_connection(KEY, _deduct_on_the_connection, at=1)
+        with adversary.client.pipeline() as pipe:
+            pipe.watch(KEY)
+            have = int(pipe.get(KEY))
+            pipe.multi()
+            pipe.decrby(KEY, have)
+            pipe.execute()
+        assert not shared.fired  # the pipeline kept its connection from WATCH to EXEC: no one else used it
+    assert r.get(KEY) == "0"

@@ -306,6 +306,25 @@ def takes_then_gives_back(client, source, target, amount):
     return True
 
 
+def watch_on_the_shared_client(client, source, target, amount):
+    """The guide's WATCH, sent on the shared client, with the retry loop it leaves out."""
+    if amount <= 0:
+        return False
+    while True:
+        client.execute_command("WATCH", source)
+        if int(client.get(source) or 0) < amount:
+            client.execute_command("UNWATCH")
+            return False
+        try:
+            with client.pipeline() as transaction:
+                transaction.decrby(source, amount)
+                transaction.incrby(target, amount)
+                transaction.execute()
+            return True
+        except WatchError:
+            continue
+
+
 TAKE = "local n = tonumber(redis.call('GET', KEYS[1]) or '0') if n < tonumber(ARGV[1]) then return 0 end " \
        "redis.call('DECRBY', KEYS[1], ARGV[1]) return 1"
 
@@ -360,6 +379,7 @@ COMMON_WRONG = [
     (no_amount_check, "an amount of 0 or below must be refused"),
     (needs_more_than_the_amount, "(a balance equal to the amount is enough)"),
     (returns_nothing, "returned None; it must return True or False"),
+    (watch_on_the_shared_client, "a WATCH belongs to a connection, not to your function"),
 ]
 
 

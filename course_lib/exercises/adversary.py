@@ -51,6 +51,15 @@ def _name(argument) -> str:
     return argument.decode(errors="replace") if isinstance(argument, bytes) else str(argument)
 
 
+def _values(response) -> int:
+    """How many values a reply carries: an aggregate counts its members (a map its keys and values), anything else 1."""
+    if isinstance(response, dict):
+        return sum(_values(k) + _values(v) for k, v in response.items())
+    if isinstance(response, (list, tuple, set)):
+        return sum(_values(item) for item in response)
+    return 1
+
+
 @dataclass
 class _Interference:
     key: str
@@ -60,6 +69,8 @@ class _Interference:
     result: object = None
     fired: bool = False
     command: str = ""  # the learner's command it followed, e.g. "GET"
+    shared: bool = False  # run on the learner's next pooled connection (`on_shared_connection`)
+    armed: bool = False  # shared, due, waiting for the learner's next checkout from the pool
 
 
 class _AdversaryMixin(_CountingMixin):
@@ -100,6 +111,7 @@ class _AdversaryMixin(_CountingMixin):
             return super().read_response(*args, **kwargs)
         command = self._awaiting.pop(0)
         response = super().read_response(*args, **kwargs)
+        self._counter.values_read += _values(response)
         self._counter._ran(self._commands_run(command, response))
         return response
 
@@ -120,6 +132,15 @@ class _AdversaryMixin(_CountingMixin):
         return [command]
 
 
+class _LendingPool(redis.ConnectionPool):
+    """Before handing the learner a connection, lets a request of the same app server use it first."""
+
+    def get_connection(self, *args, **kwargs):
+        connection = super().get_connection(*args, **kwargs)
+        connection._counter._lend(connection)
+        return connection
+
+
 class Adversary(RoundTripCounter):
     """A client for the learner's function whose connections the checker controls (see the module's docstring).
 
@@ -131,9 +152,12 @@ class Adversary(RoundTripCounter):
     Use `.client` for the learner, `.other` for the other app server's own connection, and
     `close()` (or `with`) at the end. `.batches` lists the commands of each round trip, `.sent`
     the same commands with their arguments (tuples of strings), e.g. to count the keys a round trip names.
+    `.values_read` counts the values in the replies the learner read (a list of 12 members is 12),
+    e.g. to tell "asked for the top 3" from "read everything and kept 3".
     """
 
     connection_mixin = _AdversaryMixin
+    pool_class = _LendingPool
 
     def __init__(self, client: redis.Redis, crash_after: int | None = None):
         self.crash_after = crash_after
@@ -147,6 +171,7 @@ class Adversary(RoundTripCounter):
         super().reset()
         self.batches: list[list[str]] = []
         self.sent: list[list[tuple[str, ...]]] = []
+        self.values_read = 0
 
     def _record(self, packed: list[str]) -> None:
         super()._record(packed)
@@ -163,6 +188,31 @@ class Adversary(RoundTripCounter):
         self._interferences.append(interference)
         return interference
 
+    def on_shared_connection(self, key: str, run: Callable, at: int = 1) -> _Interference:
+        """Another request of the learner's own app server, sharing its client and its pool of connections.
+
+        Right after the `at`-th learner command naming `key` has run, the next time the learner's
+        client takes a connection from its pool, `run(connection)` runs first on that very
+        connection (raw `send_command` / `read_response`; not counted, not followed), as a
+        concurrent request handed the same pooled connection would. Its EXEC clears every WATCH of
+        the connection: a WATCH sent on the shared client is lost, one on a pipeline (which keeps
+        its connection from WATCH to EXEC) is not, and then `run` may never run (`.fired` False).
+        """
+        interference = _Interference(key, at, run, shared=True)
+        self._interferences.append(interference)
+        return interference
+
+    def _lend(self, connection) -> None:
+        for interference in self._interferences:
+            if interference.armed and not interference.fired:
+                interference.fired = True
+                connection.connect()  # a new connection's handshake first, on its own
+                connection._handshake = True  # this request's commands are not the learner's
+                try:
+                    interference.result = interference.run(connection)
+                finally:
+                    connection._handshake = False
+
     def _before_round_trip(self) -> None:
         if self.crashed:
             raise _AfterTheCrash(f"the app server died after round trip {self.round_trips}")
@@ -178,8 +228,12 @@ class Adversary(RoundTripCounter):
                     if not interference.fired and interference.key in command[1:]:
                         interference.touches += 1
                         if interference.touches == interference.at:
-                            interference.fired, interference.command = True, command[0].upper()
-                            due.append(interference)
+                            interference.command = command[0].upper()
+                            if interference.shared:
+                                interference.armed = True
+                            else:
+                                interference.fired = True
+                                due.append(interference)
         for interference in due:
             interference.result = interference.run(self.other)
 
@@ -247,13 +301,16 @@ def every_crash(client, setup: Callable[[], None], call: Callable[[redis.Redis],
 
 
 def every_interleaving(client, key: str, setup: Callable[[], None], call: Callable[[redis.Redis], object],
-                       other: Callable[[redis.Redis], object], judge: Callable[[int, object], None]) -> int:
+                       other: Callable[[redis.Redis], object], judge: Callable[[int, object], None],
+                       shared: bool = False) -> int:
     """The other app server acts right after each of the learner's commands naming `key`, in turn.
 
     First `setup()` and `call(adversary_client)` run with no interference, to count the learner's
     commands that name `key`, n. Then for at = 1 .. n: `setup()` again, `call` with `other(other
     client)` run right after the at-th of those commands, and `judge(at, what call returned)`,
-    which raises ExerciseFailed if the outcome is wrong. Returns n.
+    which raises ExerciseFailed if the outcome is wrong. Returns n. With `shared`, `other` is a
+    request of the learner's own app server instead (`Adversary.on_shared_connection`): it gets
+    the connection the learner takes next, and may not run at all.
 
     Raises:
         ExerciseFailed: from `judge`, or the function sent nothing through the client it was given.
@@ -266,7 +323,7 @@ def every_interleaving(client, key: str, setup: Callable[[], None], call: Callab
     for at in range(1, counted.touches + 1):
         setup()
         with Adversary(client) as adversary:
-            adversary.after(key, other, at=at)
+            (adversary.on_shared_connection if shared else adversary.after)(key, other, at=at)
             judge(at, call(adversary.client))
     return counted.touches
 

@@ -3,9 +3,11 @@
 Both exercises move money: a deduction moves it from a balance to a spent total, a transfer from
 one balance to another. Each checker plays, in turn:
 
-- **the other app server** (`Adversary.after`): right after the learner's k-th command naming the
+- **the other app server** (`every_interleaving`): right after the learner's k-th command naming the
   balance, for every k, another connection moves money out of the same balance in one atomic step
-  (`transactions_transfer.lua`), or deposits into the target. The outcome must be what one of the
+  (`transactions_transfer.lua`), or deposits into the target; and once as **another request of the
+  learner's own app server** (`shared`), on the pooled connection the learner's client hands out next,
+  whose EXEC clears a WATCH left on that connection. The outcome must be what one of the
   two orders (the other app server first, or the learner first) would give: no overdraft, no money
   lost or created, no deduction refused that still fitted, and no balance another app server
   can see that the learner's function had not decided on;
@@ -25,7 +27,7 @@ from typing import Callable
 
 from course_lib import lua
 from course_lib.exercises import ExerciseFailed, exercise_prefix, returned
-from course_lib.exercises.adversary import Adversary, every_crash
+from course_lib.exercises.adversary import Adversary, every_crash, every_interleaving
 
 ORDINAL = {1: "1st", 2: "2nd", 3: "3rd"}
 
@@ -52,6 +54,18 @@ class _Move:
         """Done by the other app server, atomically: (moved, the source balance it read or left)."""
         moved, balance = lua.register(other, "transactions_transfer")(keys=[self.source, self.target],
                                                                        args=[self.amount])
+        return bool(moved), int(balance)
+
+    def run_on(self, connection) -> tuple[bool, int]:
+        """The same move by a request sharing the learner's client, on the pooled connection it was handed.
+
+        The script inside MULTI/EXEC: atomic, and its EXEC clears every WATCH of that connection.
+        """
+        for command in (("MULTI",), ("EVAL", lua.source("transactions_transfer"), 2, self.source, self.target,
+                                     self.amount), ("EXEC",)):
+            connection.send_command(*command)
+            reply = connection.read_response()
+        moved, balance = reply[0]
         return bool(moved), int(balance)
 
     def says(self, deduction: bool) -> str:
@@ -123,14 +137,14 @@ def _refuses_bad_amounts(client, solution: Callable, opening: dict[str, int], so
 
 
 def _against_the_other_app_server(client, solution: Callable, opening: dict[str, int], learner: _Move,
-                                  other: _Move | _Deposit, follow: str, deduction: bool) -> None:
-    """The other app server acts right after the learner's k-th command naming `follow`, for every k."""
+                                  other: _Move | _Deposit, follow: str, deduction: bool, shared: bool = False) -> None:
+    """The other app server acts right after the learner's k-th command naming `follow`, for every k.
+
+    With `shared`, it is another request of the learner's own app server instead, using the pooled
+    connection the learner's client hands out next. The outcome must be one of the two serial
+    orders: the other's move, then the learner's, or the learner's, then the other's.
+    """
     names = list(opening)
-    client.mset(opening)
-    with Adversary(client) as adversary:
-        probe = adversary.after(follow, lambda _other: None, at=10 ** 9)
-        _answer(solution(adversary.client, learner.source, learner.target, learner.amount))
-    adversary.require_used()
     outcomes = []  # (learner's answer, other's answer, end state, state in between): other first, then learner first
     for other_first in (True, False):
         first, second = (other, learner) if other_first else (learner, other)
@@ -138,21 +152,33 @@ def _against_the_other_app_server(client, solution: Callable, opening: dict[str,
         ok_second, final = second.model(middle)
         outcomes.append((ok_second, ok_first, final, middle) if other_first else (ok_first, ok_second, final, middle))
     total = sum(outcomes[0][2].values())
-    for at in range(1, probe.touches + 1):
+    acted: list[tuple[bool, int]] = []  # what the other app server's move did, in this run
+
+    def setup() -> None:
         client.mset(opening)
-        with Adversary(client) as adversary:
-            record = adversary.after(follow, other.run, at=at)
-            got = _answer(solution(adversary.client, learner.source, learner.target, learner.amount))
-        if not record.fired:  # this time the learner's function named the key fewer times: the other acts last
-            record.result = other.run(client)
-        other_ok, seen = record.result
-        state = _state(client, names)
+        acted.clear()
+
+    def act(other_client) -> None:
+        acted.append(other.run_on(other_client) if shared else other.run(other_client))
+
+    def judge(at: int, answer) -> None:
+        got = _answer(answer)
+        when = f"right after your function's {ORDINAL.get(at, f'{at}th')} command naming {_short(follow)}"
+        if not acted:  # the learner's function named the key fewer times, or took no connection after: it acts last
+            acted.append(other.run(client))
+            when = "after your function returned"
+        (other_ok, seen), state = acted[0], _state(client, names)
         if any((got, other_ok, state) == outcome[:3] for outcome in outcomes):
-            continue
-        when = (f"right after your function's {record.command} (its {ORDINAL.get(at, f'{at}th')} command naming "
-                f"{_short(follow)})" if record.fired else "after your function returned")
-        when += f", another app server tried to {other.says(deduction)}"
+            return
+        who = "another request of your own app server, handed the same pooled connection," if shared \
+            else "another app server"
+        when += f", {who} tried to {other.says(deduction)}"
         low = min(state, key=state.get)
+        if state[low] < 0 and shared:
+            raise ExerciseFailed(f"{when}; your function then wrote anyway and {_short(low)} ended at {state[low]}: "
+                                 "a WATCH belongs to a connection, not to your function. Sent on the shared client, "
+                                 "it stays on a pooled connection that the next request uses, and that request's "
+                                 "EXEC clears it; a transaction needs a connection of its own from WATCH to EXEC")
         if state[low] < 0:
             raise ExerciseFailed(f"{when}; your function then wrote anyway and {_short(low)} ended at {state[low]}: "
                                  "the check and the writes were not one step on the server, and a lock in your "
@@ -173,6 +199,9 @@ def _against_the_other_app_server(client, solution: Callable, opening: dict[str,
         raise ExerciseFailed(f"{when}; your function returned {got} and left {_shown(state)}; run one after the "
                              f"other, the two give {_shown(outcomes[0][2])} or {_shown(outcomes[1][2])}, your "
                              "function returning True only if it moved the money")
+
+    every_interleaving(client, follow, setup, lambda learner_client: solution(
+        learner_client, learner.source, learner.target, learner.amount), act, judge, shared=shared)
 
 
 def _survives_crashes(client, solution: Callable, opening: dict[str, int], move: _Move, deduction: bool) -> None:
@@ -213,8 +242,9 @@ def check_deduct(client, solution) -> None:
     `solution(client, balance, spent, amount)` deducts `amount` from the integer at key `balance` and
     adds it to the integer at key `spent`, both or neither, only if the balance is at least `amount`;
     returns True if it deducted, False if not. `amount` of 0 or below: return False (or raise
-    ValueError) and write nothing. Several app servers deduct from the same balance at once: a
-    deduction by another app server may land between any two of your commands, and then yours must
+    ValueError) and write nothing. Several app servers deduct from the same balance at once, and
+    other requests of your own app server share your client (and its pooled connections): a
+    deduction by either may land between any two of your commands, and then yours must
     still end as if the two had run one after the other (never below zero, nothing lost, and not
     refused if the balance still covers it); another app server must never read a balance your
     function may still undo; and your app server may die between any two round trips without
@@ -232,6 +262,8 @@ def check_deduct(client, solution) -> None:
     for opening, mine, theirs in ((100, 80, 80), (100, 30, 30), (50, 80, 30)):
         _against_the_other_app_server(client, solution, {balance: opening, spent: 0}, move(mine), move(theirs),
                                       follow=balance, deduction=True)
+    _against_the_other_app_server(client, solution, {balance: 100, spent: 0}, move(80), move(80),
+                                  follow=balance, deduction=True, shared=True)
     for opening, amount in ((100, 30), (50, 80)):
         _survives_crashes(client, solution, {balance: opening, spent: 0}, move(amount), deduction=True)
 
@@ -243,8 +275,9 @@ def check_transfer(client, solution) -> None:
     integer at key `target`, both writes or neither, only if `source` holds at least `amount`;
     returns True if it moved the money, False if not. `amount` of 0 or below: return False (or raise
     ValueError) and write nothing; if `target` holds something other than an integer ("n/a"), write
-    nothing either (return False or raise). Other app servers move money out of the same accounts, and into
-    them, at the same moment: whatever lands between two of your commands, the result must be that
+    nothing either (return False or raise). Other app servers, and other requests of your own app
+    server sharing your client, move money out of the same accounts, and into them, at the same
+    moment: whatever lands between two of your commands, the result must be that
     of the two running one after the other (no balance below zero, no money lost or created, no
     transfer refused that the balance still covers); another app server must never read a balance
     your function may still undo; and your app server may die between any two round trips without
@@ -264,6 +297,8 @@ def check_transfer(client, solution) -> None:
                                       _Move(alice, carol, theirs), follow=alice, deduction=False)
     _against_the_other_app_server(client, solution, bank(50, 0, 0), _Move(alice, bob, 30), _Deposit(bob, 5),
                                   follow=bob, deduction=False)
+    _against_the_other_app_server(client, solution, bank(50, 0, 0), _Move(alice, bob, 40), _Move(alice, carol, 40),
+                                  follow=alice, deduction=False, shared=True)
     for opening, amount in ((50, 30), (30, 50)):
         _survives_crashes(client, solution, bank(opening, 0, 0), _Move(alice, bob, amount), deduction=False)
     _refuses_a_corrupt_target(client, solution, alice, bob)

@@ -408,8 +408,17 @@ def top_one_score_per_player(client, board, n):
 
 
 def top_assumes_a_full_board(client, board, n):
-    ranked = client.zrange(board, 0, -1, desc=True, withscores=True)
+    ranked = client.zrange(board, 0, n - 1, desc=True, withscores=True)
     return [tuple(ranked[i]) for i in range(n)]
+
+
+def top_whole_board_sliced_in_python(client, board, n):
+    """Right order and ties, one round trip: but every player crosses the network to keep n."""
+    return client.zrange(board, 0, -1, desc=True, withscores=True)[:n]
+
+
+def top_by_score_without_a_limit(client, board, n):
+    return client.zrange(board, "+inf", "-inf", desc=True, byscore=True, withscores=True)[:n]
 
 
 def top_with_the_notebooks_r(client, board, n):
@@ -427,6 +436,8 @@ def top_with_the_notebooks_r(client, board, n):
     (top_as_a_dict, "must return a list of (player, score) pairs, it returned dict"),
     (top_one_score_per_player, "took 4 round trips"),
     (top_assumes_a_full_board, "asked for the top 20 of 12 players, your function raised IndexError"),
+    (top_whole_board_sliced_in_python, "read 24 values from the server to keep 3 players"),
+    (top_by_score_without_a_limit, "read 24 values from the server to keep 3 players"),
     (top_with_the_notebooks_r, "not the notebook's `r`"),
 ])
 def test_top_scores_checker_fails_wrong_answers(r, wrong, hint):
@@ -438,8 +449,17 @@ def top_by_score_with_a_limit(client, board, n):
     return tuple(client.zrange(board, "+inf", "-inf", desc=True, byscore=True, offset=0, num=n, withscores=True))
 
 
-def test_top_scores_checker_passes_an_unusual_correct_answer(r):
-    assert_passes(ex.check_top_scores, r, top_by_score_with_a_limit)
+def top_sized_in_a_transaction(client, board, n):
+    """Unusual but right: ZCARD and ZREVRANGE in one MULTI (the count is not needed, but costs one value)."""
+    with client.pipeline() as pipe:
+        pipe.zcard(board).zrevrange(board, 0, max(n - 1, 0), withscores=True)
+        _size, top = pipe.execute()
+    return top[:n]
+
+
+@pytest.mark.parametrize("answer", [top_by_score_with_a_limit, top_sized_in_a_transaction])
+def test_top_scores_checker_passes_an_unusual_correct_answer(r, answer):
+    assert_passes(ex.check_top_scores, r, answer)
 
 
 def test_top_returns_nothing_for_n_zero(r, board):
@@ -512,6 +532,16 @@ def log_as_a_set_of_entries(client, log, entry, keep):
         pipe.execute()
 
 
+def log_pops_only_when_it_was_full(client, log, entry, keep):
+    """Atomic push, but the decision to pop rests on a length read earlier: stale once another app server pushed."""
+    length = client.llen(log)
+    with client.pipeline(transaction=True) as pipe:
+        pipe.lpush(log, entry)
+        if length >= keep:
+            pipe.rpop(log, length - keep + 1)
+        pipe.execute()
+
+
 def log_with_the_notebooks_r(client, log, entry, keep):
     with connect() as notebook_r:
         solutions.capped_log(notebook_r, log, entry, keep)
@@ -528,6 +558,7 @@ def log_with_the_notebooks_r(client, log, entry, keep):
     (log_pipeline_without_transaction, "one pipeline without MULTI/EXEC"),
     (log_rewritten_from_python, "an entry pushed meanwhile was lost"),
     (log_as_a_set_of_entries, "the log should hold ['logout', 'view', 'buy', 'view', 'view']"),
+    (log_pops_only_when_it_was_full, "right after your command number 1 on the log, which then held 6 entries"),
     (log_with_the_notebooks_r, "not the notebook's `r`"),
 ])
 def test_capped_log_checker_fails_wrong_answers(r, wrong, hint):
@@ -545,8 +576,27 @@ def log_by_lua(client, log, entry, keep):
     client.eval(CAPPED_LOG_LUA, 1, log, entry, keep)
 
 
-def test_capped_log_checker_passes_an_unusual_correct_answer(r):
-    assert_passes(ex.check_capped_log, r, log_by_lua)
+def log_watched_length_with_retries(client, log, entry, keep):
+    """Unusual but right: WATCH the log, read its length, pop only what overflows; retry if it changed."""
+    with client.pipeline() as pipe:
+        for _ in range(10):
+            try:
+                pipe.watch(log)
+                length = pipe.llen(log)
+                pipe.multi()
+                pipe.lpush(log, entry)
+                if length >= keep:
+                    pipe.rpop(log, length - keep + 1)
+                pipe.execute()
+                return
+            except WatchError:
+                continue
+    raise RuntimeError("the log kept changing")
+
+
+@pytest.mark.parametrize("answer", [log_by_lua, log_watched_length_with_retries])
+def test_capped_log_checker_passes_an_unusual_correct_answer(r, answer):
+    assert_passes(ex.check_capped_log, r, answer)
 
 
 # exercise 3: shopping cart
@@ -608,6 +658,14 @@ def cart_watch_that_gives_up(client, cart, item, quantity):
     return total
 
 
+def cart_reads_back_after_adding(client, cart, item, quantity):
+    """Atomic add, but the quantity returned is read again afterwards: it includes other app servers' adds."""
+    if quantity < 1:
+        raise ValueError("quantity")
+    client.hincrby(cart, item, quantity)
+    return int(client.hget(cart, item))
+
+
 def cart_accepts_any_quantity(client, cart, item, quantity):
     return client.hincrby(cart, item, quantity)
 
@@ -627,6 +685,7 @@ def cart_checks_after_writing(client, cart, item, quantity):
     (cart_read_then_write, "expected 17, the cart holds 7"),
     (cart_read_then_write_under_a_lock, "expected 17, the cart holds 7"),
     (cart_watch_that_gives_up, "your own add of 3 was dropped"),
+    (cart_reads_back_after_adding, "and you returned 17: return the quantity your own add made (7 here)"),
     (cart_accepts_any_quantity, "adding 0 apples was accepted"),
     (cart_checks_after_writing, "raised ValueError but changed the cart"),
 ])
@@ -652,5 +711,15 @@ def cart_watch_with_bounded_retries(client, cart, item, quantity):
     raise RuntimeError("the cart kept changing")
 
 
-def test_add_to_cart_checker_passes_an_unusual_correct_answer(r):
-    assert_passes(ex.check_add_to_cart, r, cart_watch_with_bounded_retries)
+def cart_add_and_read_in_one_transaction(client, cart, item, quantity):
+    """Unusual but right: HINCRBY and HGET in one MULTI, so the read sees exactly this add."""
+    if quantity < 1:
+        raise ValueError("quantity must be at least 1")
+    with client.pipeline(transaction=True) as pipe:
+        _, total = pipe.hincrby(cart, item, quantity).hget(cart, item).execute()
+    return int(total)
+
+
+@pytest.mark.parametrize("answer", [cart_watch_with_bounded_retries, cart_add_and_read_in_one_transaction])
+def test_add_to_cart_checker_passes_an_unusual_correct_answer(r, answer):
+    assert_passes(ex.check_add_to_cart, r, answer)

@@ -66,7 +66,8 @@ def check_top_scores(client, solution) -> None:
 
     - ordered by Redis: highest score first, and equal scores in the order `ZRANGE ... REV` gives
       them (names descending), so the server picks and orders them in O(log N + n);
-    - one round trip: a single command reads them (no per-player ZSCORE, no second query);
+    - one round trip: a single command reads them (no per-player ZSCORE, no second query), and
+      it reads only those n (not the whole board, sliced in Python);
     - edges: n = 0 gives [] (ZRANGE's stop index n - 1 = -1 means "to the end"), n larger than
       the board gives the whole board, and a board that does not exist gives [];
     - a list of (player, score) pairs, the score a number.
@@ -87,12 +88,18 @@ def check_top_scores(client, solution) -> None:
             got = _pairs(answer)
             if n and size:
                 adversary.require_used()
-            round_trips = adversary.round_trips
+            round_trips, values_read = adversary.round_trips, adversary.values_read
+            commands = sum(adversary.batch_sizes)
         expected = _expected_top(n) if size else []
         if got == expected:
             if round_trips > 1:
                 raise ExerciseFailed(f"{where}: the answer is right but took {round_trips} round trips; one command "
                                      "can return the players with their scores, already ordered")
+            # a player and a score each (one spare player), and an OK or a count per command
+            if values_read > 2 * (len(expected) + 1) + commands:
+                raise ExerciseFailed(f"{where}: the answer is right but your function read {values_read} values from "
+                                     f"the server to keep {len(expected)} players: with a million players that is the "
+                                     "whole board on every call. Ask Redis for the n best only")
             continue
         if n == 0 and len(got) == size:
             raise ExerciseFailed(f"{where}, got the whole board: a stop index of n - 1 = -1 means 'to the end' "
@@ -129,7 +136,9 @@ def check_capped_log(client, solution) -> None:
       MULTI/EXEC sends both commands at once but is not atomic: the server may run other
       clients' commands between them;
     - nothing lost to another app server: one that pushes its own entry right after any of the
-      learner's commands on the log keeps it (its entry and the learner's are the two newest).
+      learner's commands on the log keeps it (its entry and the learner's are the two newest), and
+      the log never exceeds `keep`, whether it was full or one short of full (a decision taken on
+      a length read earlier is stale once another app server has pushed).
     """
     log = exercise_prefix(check_capped_log) + "log"
     keep = 5
@@ -165,9 +174,9 @@ def check_capped_log(client, solution) -> None:
     full = [f"old-{i}" for i in range(keep)]  # a full log, old-0 the newest
     after_call = ["mine"] + full[:keep - 1]
 
-    def fill() -> None:
+    def fill(size: int = keep) -> None:
         client.delete(log)
-        client.rpush(log, *full)
+        client.rpush(log, *full[:size])
 
     def half_done() -> str | None:
         stored = client.lrange(log, 0, -1)
@@ -187,14 +196,16 @@ def check_capped_log(client, solution) -> None:
         stored = client.lrange(log, 0, -1)
         if len(stored) > keep:
             raise ExerciseFailed(f"another app server added its entry right after your command number {at} on the "
-                                 f"log, which then held {len(stored)} entries (keep={keep}): an order of commands "
-                                 "that is right alone can be wrong when other commands run between them")
+                                 f"log, which then held {len(stored)} entries (keep={keep}): an order of commands, "
+                                 "or a length read before writing, that is right alone can be wrong when other "
+                                 "commands run between them")
         if sorted(stored[:2]) != ["mine", "theirs"] or stored[2:] != full[:keep - 2]:
             raise ExerciseFailed(f"another app server added its entry right after your command number {at} on the "
                                  f"log; the log should hold both new entries then the older ones, got {stored}: an "
                                  "entry pushed meanwhile was lost")
 
-    _interleavings(client, fill, lambda c: solution(c, log, "mine", keep), log, their_entry, judge)
+    for size in (keep, keep - 1):  # full, and one short of full: both pushes fit only if the trim follows them
+        _interleavings(client, lambda: fill(size), lambda c: solution(c, log, "mine", keep), log, their_entry, judge)
 
 
 # -- exercise 3: shopping cart -------------------------------------------------------------------
@@ -211,7 +222,8 @@ def check_add_to_cart(client, solution) -> None:
       overwrite its add; a lock in one process cannot stop another process);
     - validated: a quantity below 1 raises ValueError and changes nothing (removing items is
       another operation, and a cart must never hold 0 or fewer of an item);
-    - returns an int.
+    - returns an int: the quantity the learner's own add made, even when another app server adds
+      right after it (a second read returns theirs too).
     """
     cart = exercise_prefix(check_add_to_cart) + "cart"
     client.hset(cart, "pear", 1)
@@ -243,7 +255,7 @@ def check_add_to_cart(client, solution) -> None:
         client.delete(cart)
         client.hset(cart, mapping={"pear": 1, "fig": 4})
 
-    def judge(at: int, got, _other) -> None:
+    def judge(at: int, got, theirs) -> None:
         figs = int(client.hget(cart, "fig") or 0)
         if figs == 4 + 10:
             raise ExerciseFailed(f"another app server added 10 figs right after your command number {at} on the "
@@ -253,9 +265,11 @@ def check_add_to_cart(client, solution) -> None:
             raise ExerciseFailed(f"another app server added 10 figs right after your command number {at} on the "
                                  f"cart, and you added 3 to the 4 there: expected 17, the cart holds {figs}. Reading "
                                  "the quantity and then writing the sum loses an add made in between")
-        if returned(got, int, "the item's new quantity as an int") not in (7, 17):
-            raise ExerciseFailed(f"you added 3 figs to 4 while another app server added 10, and returned {got}: "
-                                 "return the quantity your own add made (7 if theirs came later, 17 if earlier)")
+        mine = 7 if theirs == 17 else 17  # their add answered 17: yours came first and made 7
+        if returned(got, int, "the item's new quantity as an int") != mine:
+            raise ExerciseFailed(f"you added 3 figs to 4 while another app server added 10 right after your command "
+                                 f"number {at} on the cart, and you returned {got}: return the quantity your own add "
+                                 f"made ({mine} here). A second read after the write sees other app servers' adds too")
 
     _interleavings(client, fresh, lambda c: solution(c, cart, "fig", 3), cart, lambda other: other.hincrby(cart, "fig", 10),
                    judge)

@@ -1,4 +1,4 @@
-"""Small display helpers every notebook uses: show the real source of a pattern, print a verdict.
+"""Small display helpers every notebook uses: show the real source of a pattern or a Lua script, print a verdict.
 
 Kept separate from the patterns so `course_lib.<topic>` stays importable without Jupyter.
 """
@@ -6,14 +6,27 @@ Kept separate from the patterns so `course_lib.<topic>` stays importable without
 from __future__ import annotations
 
 import inspect
+import textwrap
 
 
 def show_source(*objects):
-    """The tested source of functions/classes as an IPython Markdown code block (never a pasted copy)."""
+    """The tested source of functions/classes/methods as an IPython Markdown code block (never a pasted copy).
+
+    A method's source is dedented, so it reads like a function.
+    """
     from IPython.display import Markdown
 
-    blocks = [inspect.getsource(obj).rstrip() for obj in objects]
+    blocks = [textwrap.dedent(inspect.getsource(obj)).rstrip() for obj in objects]
     return Markdown("```python\n" + "\n\n\n".join(blocks) + "\n```")
+
+
+def show_lua(*names: str):
+    """The course's Lua scripts `course_lib/lua/<name>.lua` as IPython Markdown code blocks, contract comments included."""
+    from IPython.display import Markdown
+
+    from course_lib import lua
+
+    return Markdown("\n".join(f"```lua\n{lua.source(name)}```" for name in names))
 
 
 def verdict(claim: str, holds: bool) -> None:

@@ -1,5 +1,6 @@
 """Chapter 03: publishing, the bounded Subscriber, fan-out, what is lost, sharded Pub/Sub, experiments, exercises."""
 
+import glob
 import json
 import re
 
@@ -322,6 +323,12 @@ def test_room_message_checker_accepts_an_unusual_correct_answer(r):
      "returned None"),
     (lambda client, channel, room, user, text: connect().publish(channel, _room_json(room, user, text)),
      "not the notebook's `r`"),
+    # also announced on a channel of the room's own, outside the checker's prefix
+    (lambda client, channel, room, user, text: client.publish(f"chat:{room}", _room_json(room, user, text)) and 0 or
+     client.publish(channel, _room_json(room, user, text)), "published on ['chat:lobby']"),
+    # a count of its own that happens to be right while every pattern matches: NUMSUB + NUMPAT
+    (lambda client, channel, room, user, text: client.publish(channel, _room_json(room, user, text)) * 0 +
+     client.pubsub_numsub(channel)[0][1] + client.pubsub_numpat(), "you returned 4"),
 ])
 def test_room_message_checker_rejects_wrong_answers(r, wrong, hint):
     outcome = evaluate(checkers.check_room_message, r, wrong)
@@ -332,9 +339,12 @@ def test_order_pattern_checker_accepts_the_solution(r):
     assert evaluate(checkers.check_order_pattern, r, solutions.order_pattern).passed
 
 
-def test_order_pattern_checker_accepts_an_unusual_correct_answer(r):
-    # re.escape puts a backslash before every glob character; `?*` asks for a non-empty event name
-    assert evaluate(checkers.check_order_pattern, r, lambda prefix: re.escape(prefix) + "orders.?*").passed
+@pytest.mark.parametrize("answer", [
+    lambda prefix: re.escape(prefix) + "orders.?*",  # a backslash before every glob character; `?*`: non-empty name
+    lambda prefix: glob.escape(prefix) + "orders.*",  # Python's glob.escape: `[*]`, `[?]`, `[[]` match themselves
+])
+def test_order_pattern_checker_accepts_an_unusual_correct_answer(r, answer):
+    assert evaluate(checkers.check_order_pattern, r, answer).passed
 
 
 @pytest.mark.parametrize("wrong, hint", [
@@ -348,6 +358,8 @@ def test_order_pattern_checker_accepts_an_unusual_correct_answer(r):
     (lambda prefix: [prefix + "orders.*"], "must return the pattern as a string"),
     (lambda prefix: None, "returned None"),
     (lambda prefix: "", "empty string"),
+    (lambda prefix: prefix.replace("?", "\\?").replace("*", "\\*").replace("[", "\\[") + "orders.[a-z]*",
+     "missed ['course:pubsub:exercise:orders.2FA-sent']: it must start with the prefix"),
 ])
 def test_order_pattern_checker_rejects_wrong_answers(r, wrong, hint):
     outcome = evaluate(checkers.check_order_pattern, r, wrong)

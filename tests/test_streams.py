@@ -312,6 +312,13 @@ def _reset_when_it_exists(client, stream, group, start):
         client.xgroup_setid(stream, group, start)
 
 
+def _placeholder_entry_first(client, stream, group, start):
+    """The pre-MKSTREAM idiom: a dummy entry makes the key exist, and every group created at 0 delivers it."""
+    if not client.exists(stream):
+        client.xadd(stream, {"init": "1"})
+    _swallow_busygroup(lambda: client.xgroup_create(stream, group, id=start))
+
+
 def test_exercise_ensure_group_accepts_the_reference_and_unusual_correct_answers(r):
     assert evaluate(checkers.check_ensure_group, r, reference.ensure_group).passed
 
@@ -324,6 +331,12 @@ def test_exercise_ensure_group_accepts_the_reference_and_unusual_correct_answers
         streams.ensure_group(client, stream, group, start_id=start)
     assert evaluate(checkers.check_ensure_group, r, course_function).passed
 
+    def placeholder_deleted_at_once(client, stream, group, start):
+        if not client.exists(stream):
+            client.xdel(stream, client.xadd(stream, {"init": "1"}))  # the key stays, empty
+        _swallow_busygroup(lambda: client.xgroup_create(stream, group, id=start))
+    assert evaluate(checkers.check_ensure_group, r, placeholder_deleted_at_once).passed
+
 
 @pytest.mark.parametrize("wrong, hint", [
     (lambda client, stream, group, start: client.xgroup_create(stream, group, id=start, mkstream=True),
@@ -334,6 +347,7 @@ def test_exercise_ensure_group_accepts_the_reference_and_unusual_correct_answers
     (lambda client, stream, group, start: reference.ensure_group(client, stream, group, "0"), "at the `start`"),
     (lambda client, stream, group, start: reference.ensure_group(client, stream, group, "$"), "at the `start`"),
     (_reset_when_it_exists, "moved the group's position"),
+    (_placeholder_entry_first, "left 1 entry in it"),
     (lambda client, stream, group, start: reference.ensure_group(connect(), stream, group, start),
      "not the notebook's `r`"),
 ])
@@ -400,6 +414,8 @@ def test_exercise_ack_after_processing_accepts_the_reference_and_a_batched_xack(
     (_handled_with(_read_new, ack_failed=True), "expected only ['boom']"),
     (_handled_with(lambda c, s, g, n: _read_new(c, s, g, n, block=0)), "wait forever"),
     (_handled_with(lambda c, s, g, n: _read_new(c, s, g, n, block=1200)), "block at most 500 ms"),
+    (_handled_with(lambda c, s, g, n: _read_new(c, s, g, n, block=800)), "wait up to 800 ms"),  # fast, yet too long
+    (_handled_with(lambda c, s, g, n: _read_new(c, s, g, "worker-1")), "not for the `consumer` argument"),
     (_handled_with(lambda c, s, g, n: _read_new(c, s, g, n, count=None)), "at most 10 at a time"),
     (_handled_with(lambda c, s, g, n: streams.entries(c.xreadgroup(g, n, {s: "0"}, count=10))),
      "the handler completed for []"),
@@ -414,11 +430,11 @@ def test_exercise_ack_after_processing_rejects_wrong_answers(r, wrong, hint):
     assert time.monotonic() - began < 4  # a read blocked forever is cut off
 
 
-def _claimed_pages(client, stream, group, consumer, restart=False, pages=None):
+def _claimed_pages(client, stream, group, consumer, restart=False, pages=None, count=100):
     cursor, page = "0-0", 0
     while True:
         cursor, claimed, *_ = client.xautoclaim(stream, group, consumer, min_idle_time=0,
-                                               start_id="0-0" if restart else cursor, count=100)
+                                               start_id="0-0" if restart else cursor, count=count)
         yield from claimed
         page += 1
         if (restart and not claimed) or (not restart and cursor == "0-0") or page == pages:
@@ -467,6 +483,10 @@ def test_exercise_claim_or_dead_letter_accepts_the_reference_and_an_unusual_corr
         streams.dead_letter(client, stream, group, dead_stream, (entry_id, fields), deliveries=0)
     assert evaluate(checkers.check_claim_or_dead_letter, r, _claim_answer(course_dead_letter)).passed
 
+    # pages of 1000 that follow the cursor: the backlog fits in one, so the checker tries one larger than a page
+    assert evaluate(checkers.check_claim_or_dead_letter, r,
+                    _claim_answer(_in_multi, claimed=lambda *args: _claimed_pages(*args, count=1000))).passed
+
 
 @pytest.mark.parametrize("wrong, hint", [
     (_claim_answer(_in_multi, max_shift=10**6), "handled a 4th time"),
@@ -479,6 +499,13 @@ def test_exercise_claim_or_dead_letter_accepts_the_reference_and_an_unusual_corr
     (_claim_answer(_in_multi, claimed=lambda *args: _claimed_pages(*args, restart=True)),
      "claimed again within the same call"),
     (_claim_answer(_in_multi, catch=False), "raised RuntimeError"),
+    # one page big enough for the checker's first backlog, and no cursor followed
+    (_claim_answer(_in_multi, claimed=lambda *args: _claimed_pages(*args, pages=1, count=1000)),
+     "with 1002 entries pending only 1000 were handled"),
+    (_claim_answer(_in_multi, claimed=lambda *args: _claimed_pages(*args, count=10**6)), "asks for 1000000 entries"),
+    # the notebook's naming convention instead of the argument
+    (lambda client, stream, group, consumer, dead_stream, *args: reference.claim_or_dead_letter(
+        client, stream, group, consumer, stream + ":dead", *args), "(`dead_stream`) holds []"),
     (lambda client, *args: reference.claim_or_dead_letter(connect(), *args), "not the notebook's `r`"),
 ])
 def test_exercise_claim_or_dead_letter_rejects_wrong_answers(r, wrong, hint):

@@ -18,7 +18,8 @@ from course_lib.streams import ensure_group, entries
 
 BLOCK_BOUND = 0.95  # seconds: the ack exercise may block 500 ms; a machine under load adds a little
 SOCKET_BOUND = 1.5  # seconds: a read still blocked after this long is cut off (BLOCK 0 waits forever)
-ROUND_TRIP_BOUND = 3000  # the claim exercise's largest backlog needs about 500; a loop that never ends hits this
+ROUND_TRIP_BOUND = 3000  # the claim exercise's backlog of 251 needs about 500; a loop that never ends hits this
+PAGE_BOUND = 1000  # XAUTOCLAIM's COUNT: a larger page is one command that holds the server while it claims
 
 
 def _pending(client, stream: str, group: str) -> dict[str, dict]:
@@ -57,7 +58,7 @@ def check_ensure_group(client, solution) -> None:
     `solution(client, stream, group, start)` makes sure consumer group `group` exists on `stream`,
     through `client`: if there is none it creates it at `start` (`"0"`: deliver the entries already
     in the stream; `"$"`: only entries added from now on), creating an empty stream if there is no
-    key. It is called on every start of every worker, so it must be idempotent: a group that already
+    key (empty: no placeholder entry). It is called on every start of every worker, so it must be idempotent: a group that already
     exists is left exactly as it is (its position and its pending entries survive), another app
     server creating the same group at the same moment is not an error, and every other error
     (WRONGTYPE, for instance) reaches the caller.
@@ -72,6 +73,10 @@ def check_ensure_group(client, solution) -> None:
     if client.type(fresh) != "stream" or _group(client, fresh, "mailer") is None:
         raise ExerciseFailed("after the first call there is no stream with the group 'mailer': the key did not exist, "
                              "so the group's creation must create the (empty) stream too")
+    if client.xlen(fresh):
+        raise ExerciseFailed(f"on a new stream your function left {client.xlen(fresh)} entry in it: a placeholder "
+                             "entry is a fake order that every group created at '0' delivers. Create the stream "
+                             "empty")
 
     # A stream with history: "0" delivers it, "$" does not (and both deliver what comes next).
     for start, expected in (("0", ["41", "42", "43"]), ("$", ["43"])):
@@ -143,14 +148,16 @@ def check_ack_after_processing(client, solution) -> None:
     `solution(client, stream, group, consumer, handler)` reads up to 10 new entries for `consumer`
     (XREADGROUP ... >, through `client`), waiting at most 500 ms when there is nothing new, and calls
     `handler(fields)` for each; it acknowledges an entry only once its handler has returned. If a
-    handler raises, that entry stays pending and the others go on. Returns how many entries were
-    handled, an int (0 when there was nothing new).
+    handler raises, that entry stays pending (held by `consumer`) and the others go on. Returns how
+    many entries were handled, an int (0 when there was nothing new). The wait is read from the
+    BLOCK the learner sends (timing alone would let 800 ms through on a fast machine).
     """
     stream = exercise_prefix(check_ack_after_processing) + "{ex}:orders"
     client.xgroup_create(stream, "mailer", id="0", mkstream=True)
     ids = {name: client.xadd(stream, {"order": name}) for name in ("a", "b", "boom", "c")}
     handled: list[str] = []
     acked_early: list[str] = []
+    consumer = "worker-7"  # not the notebook's worker-1: the argument must be used
 
     def handler(fields):
         name = fields["order"]
@@ -163,7 +170,7 @@ def check_ack_after_processing(client, solution) -> None:
     bounded = _bounded_client(client)
     try:
         with Adversary(bounded) as adversary:
-            got = solution(adversary.client, stream, "mailer", "worker-1", handler)
+            got = solution(adversary.client, stream, "mailer", consumer, handler)
             adversary.require_used()
         if acked_early:
             raise ExerciseFailed(f"orders {acked_early} were acknowledged before their handler ran: a crash during the "
@@ -176,6 +183,9 @@ def check_ack_after_processing(client, solution) -> None:
             names = sorted(name for name, entry_id in ids.items() if entry_id in pending)
             raise ExerciseFailed(f"pending afterwards: {names}, expected only ['boom']: acknowledge each entry whose "
                                  "handler returned, and leave the failed one unacknowledged")
+        if pending[ids["boom"]]["consumer"] != consumer:
+            raise ExerciseFailed(f"the failed entry is pending for {pending[ids['boom']]['consumer']!r}, not for the "
+                                 f"`consumer` argument ({consumer!r}): read as the consumer you are given")
         if returned(got, int, "how many entries were handled, an int") != 3 or isinstance(got, bool):
             raise ExerciseFailed(f"return how many entries were handled (3 here), got {got!r}")
 
@@ -183,7 +193,7 @@ def check_ack_after_processing(client, solution) -> None:
         handled.clear()
         for n in range(12):
             ids[f"burst-{n}"] = client.xadd(stream, {"order": f"burst-{n}"})
-        got = solution(bounded, stream, "mailer", "worker-1", handler)
+        got = solution(bounded, stream, "mailer", consumer, handler)
         if len(handled) != 10 or got != 10:
             raise ExerciseFailed(f"with 12 new entries one call handled {len(handled)} and returned {got!r}: read at "
                                  "most 10 at a time (COUNT), so one call's work stays bounded")
@@ -191,12 +201,19 @@ def check_ack_after_processing(client, solution) -> None:
 
         # Nothing new: the call waits at most 500 ms, then returns 0.
         began = time.monotonic()
-        try:
-            got = solution(bounded, stream, "mailer", "worker-1", handler)
-        except redis.TimeoutError:
-            raise ExerciseFailed(f"with nothing new your read was still waiting after {SOCKET_BOUND:g} s (the checker "
-                                 "cut it off): BLOCK 0 means 'wait forever'; bound the wait to at most 500 ms") from None
+        with Adversary(bounded) as adversary:
+            try:
+                got = solution(adversary.client, stream, "mailer", consumer, handler)
+            except redis.TimeoutError:
+                raise ExerciseFailed(f"with nothing new your read was still waiting after {SOCKET_BOUND:g} s (the "
+                                     "checker cut it off): BLOCK 0 means 'wait forever'; bound the wait to at most "
+                                     "500 ms") from None
+            blocks = [int(command[command.index("BLOCK") + 1]) for batch in adversary.sent for command in batch
+                      if command[0].upper() == "XREADGROUP" and "BLOCK" in command]
         waited = time.monotonic() - began
+        if any(block > 500 for block in blocks):
+            raise ExerciseFailed(f"your read asks the server to wait up to {max(blocks)} ms (BLOCK is in "
+                                 "milliseconds): block at most 500 ms")
         if waited > BLOCK_BOUND:
             raise ExerciseFailed(f"with nothing new your function waited {waited:.1f} s: block at most 500 ms")
         if got != 0 or isinstance(got, bool):
@@ -228,16 +245,22 @@ def _dead_orders(client, dead: str) -> list[str]:
     return sorted(fields.get("order", "?") for _, fields in client.xrange(dead, "-", "+")) if client.exists(dead) else []
 
 
-def _claim_bounded(client, solution, stream: str, dead: str, handler, backlog: int) -> None:
-    """Run the claim solution, cut off (with a hint) if it has not stopped after ROUND_TRIP_BOUND round trips."""
-    with Adversary(client, crash_after=ROUND_TRIP_BOUND) as adversary:
+def _claim_bounded(client, solution, stream: str, dead: str, handler, backlog: int) -> list[int]:
+    """Run the claim solution, cut off (with a hint) if it has not stopped after ROUND_TRIP_BOUND round trips.
+
+    Returns the COUNT of each XAUTOCLAIM it sent (100 where it gave none: the server's default).
+    """
+    bound = max(ROUND_TRIP_BOUND, 8 * backlog)
+    with Adversary(client, crash_after=bound) as adversary:
         try:
             solution(adversary.client, stream, "mailer", "rescuer", dead, 3, handler)
         except SimulatedCrash:
-            raise ExerciseFailed(f"with {backlog} entries pending your function sent {ROUND_TRIP_BOUND} round trips "
+            raise ExerciseFailed(f"with {backlog} entries pending your function sent {bound} round trips "
                                  "and had not stopped: an entry claimed with min idle time 0 can be claimed again at "
                                  "once, so follow the cursor to 0-0 instead of starting over") from None
         adversary.require_used()
+        return [int(command[command.index("COUNT") + 1]) if "COUNT" in command else 100
+                for batch in adversary.sent for command in batch if command[0].upper() == "XAUTOCLAIM"]
 
 
 def check_claim_or_dead_letter(client, solution) -> None:
@@ -250,10 +273,12 @@ def check_claim_or_dead_letter(client, solution) -> None:
     the copy and its acknowledgement happen together, so a crash between two commands can neither
     lose the entry nor leave it both dead-lettered and pending. The others go to `handler(fields)`
     and are acknowledged once it returns; an entry whose handler raises stays pending and the others
-    go on. Every entry is claimed once per call; with nothing pending the call does nothing.
+    go on. Every entry is claimed once per call; with nothing pending the call does nothing. Pages
+    are bounded (COUNT at most 1000), so a backlog of any size is claimed page by page: a backlog
+    that fits in the learner's one page is followed by one a page larger.
     """
     prefix = exercise_prefix(check_claim_or_dead_letter) + "{ex}:"
-    stream, dead = prefix + "orders", prefix + "orders:dead"
+    stream, dead = prefix + "orders", prefix + "orders:failed"  # not the notebook's <stream>:dead: use the argument
     names = ["fresh", "twice", "poison", "boom"]
     handled: list[str] = []
 
@@ -279,7 +304,7 @@ def check_claim_or_dead_letter(client, solution) -> None:
         raise ExerciseFailed("the entry whose handler raised (delivered once before) was claimed again within the "
                              "same call: claim each entry once per call, following the cursor")
     if dead_orders != ["poison"]:
-        raise ExerciseFailed(f"the dead-letter stream holds {dead_orders}, expected ['poison']: only entries now "
+        raise ExerciseFailed(f"the dead-letter stream (`dead_stream`) holds {dead_orders}, expected ['poison']: only entries now "
                              "delivered MORE than max_deliveries times go there, with their fields")
     if sorted(handled) != ["fresh", "twice"]:
         raise ExerciseFailed(f"handled {sorted(handled)}, expected ['fresh', 'twice']: claim every pending entry "
@@ -291,16 +316,27 @@ def check_claim_or_dead_letter(client, solution) -> None:
                              "the handled entries and the dead-lettered one, and only those")
 
     # A backlog larger than one XAUTOCLAIM page (100 by default): the cursor must be followed to the end.
-    backlog = [f"order-{n}" for n in range(250)] + ["boom"]
-    _claim_setup(client, stream, "mailer", backlog, {})
-    handled.clear()
-    _claim_bounded(client, solution, stream, dead, handler, len(backlog))
-    if len(handled) != len(backlog) - 1:
-        raise ExerciseFailed(f"with {len(backlog)} entries pending only {len(handled)} were handled: XAUTOCLAIM returns "
-                             "one page at a time; call it again from the cursor it returns until that is 0-0")
-    if _dead_orders(client, dead):
-        raise ExerciseFailed("with a backlog, entries were dead-lettered that had not been delivered too often: "
-                             "claim each entry once per call")
+    def claim_backlog(size: int) -> list[int]:
+        backlog = [f"order-{n}" for n in range(size)] + ["boom"]
+        _claim_setup(client, stream, "mailer", backlog, {})
+        handled.clear()
+        pages = _claim_bounded(client, solution, stream, dead, handler, len(backlog))
+        if max(pages, default=0) > PAGE_BOUND:
+            raise ExerciseFailed(f"your XAUTOCLAIM asks for {max(pages)} entries at once: one command that claims "
+                                 "that many holds the server meanwhile, and a backlog can always be larger. Claim "
+                                 f"pages of at most {PAGE_BOUND} and follow the cursor")
+        if len(handled) != len(backlog) - 1:
+            raise ExerciseFailed(f"with {len(backlog)} entries pending only {len(handled)} were handled: XAUTOCLAIM "
+                                 "returns one page at a time; call it again from the cursor it returns until that "
+                                 "is 0-0")
+        if _dead_orders(client, dead):
+            raise ExerciseFailed("with a backlog, entries were dead-lettered that had not been delivered too often: "
+                                 "claim each entry once per call")
+        return pages
+
+    pages = claim_backlog(250)
+    if len(pages) == 1 and pages[0] > 250:  # the learner's one page held the whole backlog: now it must not
+        claim_backlog(pages[0] + 1)  # orders beyond one page, and the failing entry
 
     # The crash: after every round trip, each entry must be handled, pending, or dead-lettered, and only one of these.
     def setup() -> None:

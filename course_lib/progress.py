@@ -23,7 +23,7 @@ PROGRESS_FILE_SETTING = "COURSE_PROGRESS_FILE"
 
 # Chapter number -> the topic that names its notebook, module and checkers (chapter 00 has no exercises).
 CHAPTERS = {"01": "data_types", "02": "caching", "03": "pubsub", "04": "streams", "05": "rate_limiting",
-            "06": "sessions", "07": "pipelines", "08": "transactions", "09": "cluster"}
+            "06": "sessions", "07": "pipelines", "08": "transactions", "09": "cluster", "10": "persistence"}
 
 
 def progress_file() -> Path:

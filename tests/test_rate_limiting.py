@@ -414,6 +414,15 @@ def locked_get_then_set(client, counter, limit, window):
     return count <= limit
 
 
+def checks_then_counts(client, counter, limit, window):
+    """Counting and its expiry are atomic, but the decision rests on a count read before: stale by then."""
+    if int(client.get(counter) or 0) >= limit:
+        return False
+    with client.pipeline(transaction=True) as pipe:
+        pipe.incr(counter).expire(counter, window, nx=True).execute()
+    return True
+
+
 def off_by_one(client, counter, limit, window):
     with client.pipeline(transaction=True) as pipe:
         count, _ = pipe.incr(counter).expire(counter, window, nx=True).execute()
@@ -446,6 +455,8 @@ def notebook_client(r):
     (expire_on_every_request, "pushed the window's end back"),
     (no_expiry, "has no TTL"),
     (locked_get_then_set, "a request was lost"),
+    (checks_then_counts, "another app server took it right after your command 1 on the counter, and your request "
+                         "was allowed too"),
     (off_by_one, "allowed, allowed, allowed, denied, denied"),
     (notebook_r, "not the notebook's `r`"),
     (returns_the_count, "must return True (allowed) or False (denied)"),
@@ -462,10 +473,27 @@ return count <= tonumber(ARGV[1]) and 1 or 0
 """
 
 
+def fixed_watch_with_retries(client, counter, limit, window):
+    """An unusual right answer: WATCH, GET, then SET (keeping the TTL) and EXPIRE NX in MULTI; retry on a conflict."""
+    with client.pipeline() as pipe:
+        for _attempt in range(10):
+            try:
+                pipe.watch(counter)
+                count = int(pipe.get(counter) or 0) + 1
+                pipe.multi()
+                pipe.set(counter, count, keepttl=True).expire(counter, window, nx=True)
+                pipe.execute()
+                return count <= limit
+            except WatchError:
+                continue
+    raise RuntimeError("the counter kept changing")
+
+
 @pytest.mark.parametrize("right", [
     solutions.fixed_window,
     lambda client, counter, limit, window: client.eval(FIXED_SCRIPT, 1, counter, limit, window),  # a Lua script
-], ids=["reference: MULTI with EXPIRE NX", "Lua: INCR, EXPIRE when there is no TTL, 1/0"])
+    fixed_watch_with_retries,
+], ids=["reference: MULTI with EXPIRE NX", "Lua: INCR, EXPIRE when there is no TTL, 1/0", "WATCH with retries"])
 def test_fixed_window_checker_passes_correct_answers(r, right):
     assert evaluate(checkers.check_fixed_window, r, right).passed
 
@@ -514,6 +542,40 @@ def script_then_separate_expiry(client, log, limit, window_ms, now_ms):
     return allowed
 
 
+def add_then_remove_if_over(client, log, limit, window_ms, now_ms):
+    """A popular variant: record first, count, and take the request back in a second round trip if it was too many."""
+    member = f"{now_ms}:{secrets.token_hex(8)}"
+    with client.pipeline(transaction=True) as pipe:
+        pipe.zremrangebyscore(log, "-inf", now_ms - window_ms).zadd(log, {member: now_ms}).zcard(log)
+        _, _, count = pipe.pexpire(log, window_ms).execute()[:3]
+    if count > limit:
+        client.zrem(log, member)
+        return False
+    return True
+
+
+NEVER_TRIMMED = """
+local now, window = tonumber(ARGV[3]), tonumber(ARGV[2])
+if redis.call('ZCOUNT', KEYS[1], '(' .. (now - window), '+inf') >= tonumber(ARGV[1]) then return 0 end
+redis.call('ZADD', KEYS[1], now, ARGV[4])
+redis.call('PEXPIRE', KEYS[1], window)
+return 1
+"""
+
+
+def counts_the_window_but_never_trims(client, log, limit, window_ms, now_ms):
+    return client.eval(NEVER_TRIMMED, 1, log, limit, window_ms, now_ms, secrets.token_hex(8)) == 1
+
+
+SHARED_SEQUENCE = NEVER_TRIMMED.replace("redis.call('ZADD'", "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window) redis.call('ZADD'")
+
+
+def one_sequence_for_everyone(client, log, limit, window_ms, now_ms):
+    """Unique members from a counter of a fixed name, shared by every log and never expiring."""
+    member = client.incr("course:rate_limiting:exercise-seq")  # left behind: the next test's fixture deletes it
+    return client.eval(SHARED_SEQUENCE, 1, log, limit, window_ms, now_ms, member) == 1
+
+
 def counts_at_limit_zero(client, log, limit, window_ms, now_ms):
     return solutions.sliding_log(client, log, max(limit, 1), window_ms, now_ms)
 
@@ -528,9 +590,12 @@ def counts_at_limit_zero(client, log, limit, window_ms, now_ms):
     (_script(KEEPS_THE_OLDEST, ["", ":seq"]), "leaves the window once now - its time >= window"),
     (counts_at_limit_zero, "limit of 0 denies every request"),
     (lambda client, log, limit, window_ms, now_ms: None, "returned None"),
+    (add_then_remove_if_over, "left 5 requests in a window of 4: a request that is denied must never be recorded"),
+    (counts_the_window_but_never_trims, "still holds 3 requests that left the window"),
+    (one_sequence_for_everyone, "named ['course:rate_limiting:exercise-seq'], keys that are not the log's"),
 ], ids=["four calls", "threading.Lock around four calls", "no PEXPIRE", "helper key never expires",
         "PEXPIRE in a second round trip", "colliding members", "off by one at the window's edge", "limit 0",
-        "no return"])
+        "no return", "add, then remove if over", "never trimmed", "a key of a fixed name"])
 def test_sliding_log_checker_fails_each_wrong_answer_with_its_hint(r, wrong, hint):
     outcome = evaluate(checkers.check_sliding_log, r, wrong)
     assert outcome.status == "failed" and hint in outcome.hint, outcome

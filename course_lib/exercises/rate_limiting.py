@@ -12,6 +12,8 @@ prefix). `evaluate` deletes them before and after each check.
 
 from __future__ import annotations
 
+from redis.exceptions import ResponseError
+
 from course_lib.exercises import ExerciseFailed, exercise_prefix, returned
 from course_lib.exercises.adversary import Adversary, every_crash, every_interleaving
 
@@ -32,6 +34,9 @@ def check_fixed_window(client, solution) -> None:
 
     - exact: with other app servers counting in the same key, the count is every request's, and
       none is lost between the learner's commands (the other app server acts after each of them);
+    - decided on its own count: when another app server takes the window's last request right
+      after any of the learner's commands, the learner's request is denied (a count read before
+      counting is stale by then);
     - expiring: the counter gets a TTL of `window` seconds from its first request and keeps it
       (later requests do not push the window's end back);
     - crash-safe: whichever round trip the app server dies after, the counter is never left
@@ -93,6 +98,34 @@ def check_fixed_window(client, solution) -> None:
 
     every_interleaving(client, counter, fresh, lambda c: solution(c, counter, limit, window), other_counts, judge)
 
+    others_allowed: list[bool] = []
+
+    def one_left() -> None:
+        client.set(counter, limit - 1, ex=window)
+
+    def other_takes_one(other) -> None:  # another app server counts its request, and is allowed if it fits
+        with other.pipeline(transaction=True) as pipe:
+            count, _ = pipe.incr(counter).expire(counter, window, nx=True).execute()
+        others_allowed.append(count <= limit)
+
+    def judge_the_last(at: int, answer) -> None:
+        if _decision(answer) and others_allowed[-1]:
+            raise ExerciseFailed(f"one request was left in the window (limit {limit}); another app server took it "
+                                 f"right after your command {at} on the counter, and your request was allowed too: "
+                                 f"{limit + 1} requests in one window. Decide on the count your own counting "
+                                 "returned, not on one read before it")
+
+    every_interleaving(client, counter, one_left, lambda c: solution(c, counter, limit, window), other_takes_one,
+                       judge_the_last)
+
+
+def _keys(client, command: tuple) -> list[str]:
+    """The keys a sent command names, as the server reads them (COMMAND GETKEYS: a script's KEYS too)."""
+    try:
+        return client.command_getkeys(*command)
+    except ResponseError:  # a command without keys (MULTI, PING...)
+        return []
+
 
 def _in_window(client, log: str, now_ms: int, window_ms: int) -> int:
     """How many entries of the log count at `now_ms` (scored after now - window)."""
@@ -110,7 +143,11 @@ def check_sliding_log(client, solution) -> None:
     properties checked:
 
     - exact: decisions at the window's edges, two requests in one millisecond, denied requests
-      not recorded;
+      not recorded (not even for a moment: a crash right after recording one keeps it);
+    - bounded: requests that left the window are removed, so under steady traffic the log never
+      outgrows the window;
+    - every key it names (read from the commands sent, scripts' KEYS included) is `log` or starts
+      with `log`: no shared key of a fixed name;
     - atomic across app servers: right after each of the learner's commands on the log in turn,
       another app server admits requests until the window is full; the learner must never add one
       more (a lock inside one process cannot stop another app server);
@@ -132,6 +169,17 @@ def check_sliding_log(client, solution) -> None:
                         if now_ms in (1000, 1100) else "count only the requests that were allowed")
                 raise ExerciseFailed(f"limit 3 per 1000 ms, requests at {[s for s, _ in steps]}: at {now_ms} "
                                      f"expected {expected}, got {got}. Hint: {hint}")
+        sent = [command for batch in adversary.sent for command in batch]
+    elsewhere = sorted({name for command in sent for name in _keys(client, command) if not name.startswith(log)})
+    if elsewhere:
+        raise ExerciseFailed(f"your function named {elsewhere}, keys that are not the log's: every client would share "
+                             "them, nothing makes them expire with the log, and on a cluster they live on another "
+                             "node. Name helper keys after the `log` argument (it + a suffix)")
+    stale = client.zcount(log, "-inf", steps[-1][0] - 1000)
+    if stale:
+        raise ExerciseFailed(f"after a request at {steps[-1][0]} ms the log still holds {stale} requests that left the "
+                             "window (1000 ms): remove them as you go, or under steady traffic the log grows without "
+                             "bound and its TTL never comes")
     names = list(client.scan_iter(match=log + "*"))
     if any(not 0 < client.pttl(name) <= 2000 for name in names):
         raise ExerciseFailed(f"after the requests, {sorted(names)} should all expire within about one window "
@@ -175,3 +223,17 @@ def check_sliding_log(client, solution) -> None:
         return f"left {eternal} without a TTL" if eternal else None
 
     every_crash(client, empty, call, unexpiring, "recording a request")
+
+    def full() -> None:
+        empty()
+        client.zadd(race, {f"earlier-{n}": now_ms - 10 - n for n in range(limit)})
+        client.pexpire(race, window_ms)
+
+    def over_the_limit() -> str | None:
+        admitted = _in_window(client, race, now_ms, window_ms)
+        if admitted > limit:
+            return (f"left {admitted} requests in a window of {limit}: a request that is denied must never be "
+                    "recorded, not even until a later command removes it")
+        return unexpiring()
+
+    every_crash(client, full, call, over_the_limit, "a request to a full window")

@@ -324,8 +324,12 @@ SEEDED_ONCE = random.Random(7)
     (lambda: secrets.token_hex(16) + ";", "cookie"),
     (lambda: secrets.token_bytes(16), "must return the id as a string"),
     (lambda: None, "returned None"),
+    # random-looking, 256 bits long, yet only as guessable as the few random bits hashed
+    (lambda: hashlib.sha256(os.urandom(4)).hexdigest(), "only 32 bits from the operating system's random source"),
+    (lambda: hashlib.sha256(str(secrets.randbelow(10**9)).encode()).hexdigest(), "only 32 bits"),
 ], ids=["sha256 of a counter", "sha256 of the time and pid", "sha256 of pid and counter", "a generator seeded once",
-        "random.getrandbits", "uuid4: 122 bits", "uuid1", "constant", "cookie-unsafe", "bytes", "no return"])
+        "random.getrandbits", "uuid4: 122 bits", "uuid1", "constant", "cookie-unsafe", "bytes", "no return",
+        "sha256 of 4 random bytes", "sha256 of a random number below a billion"])
 def test_session_id_checker_fails_each_wrong_answer_with_its_hint(r, wrong, hint):
     outcome = evaluate(checkers.check_session_id, r, wrong)
     assert outcome.status == "failed" and hint in outcome.hint, outcome
@@ -336,7 +340,8 @@ def test_session_id_checker_fails_each_wrong_answer_with_its_hint(r, wrong, hint
     lambda: secrets.token_hex(16),  # exactly 128 bits
     lambda: hashlib.sha256(os.urandom(32)).hexdigest(),  # a hash of OS randomness is still random
     lambda: uuid.uuid4().hex + uuid.uuid4().hex,  # two UUID4s: 244 random bits
-], ids=["reference", "token_hex(16)", "sha256 of os.urandom", "two uuid4"])
+    lambda: str(random.SystemRandom().getrandbits(128)),  # decimal digits: about 39 of them, 128 random bits
+], ids=["reference", "token_hex(16)", "sha256 of os.urandom", "two uuid4", "SystemRandom, in decimal"])
 def test_session_id_checker_passes_correct_answers(r, right):
     assert evaluate(checkers.check_session_id, r, right).passed
 
@@ -418,6 +423,19 @@ return deleted
 """
 
 
+def index_read_with_sscan(client, prefix, user):
+    """An unusual right answer: the index read page by page (SSCAN), then one MULTI per page."""
+    index, deleted = f"{prefix}user:{user}", 0
+    cursor = 0
+    while True:
+        cursor, ids = client.sscan(index, cursor)
+        if ids:
+            with client.pipeline(transaction=True) as pipe:
+                deleted += pipe.delete(*(f"{prefix}session:{i}" for i in ids)).srem(index, *ids).execute()[0]
+        if cursor == 0:
+            return deleted
+
+
 def watch_and_retry(client, prefix, user):
     """An unusual right answer: WATCH the index, delete what it lists and the index in MULTI; a login
     landing meanwhile aborts the EXEC, and the retry includes it."""
@@ -444,7 +462,9 @@ def watch_and_retry(client, prefix, user):
     # one script: nothing can land between reading and deleting the index (standalone only: the
     # session keys it builds are not declared in KEYS)
     lambda client, prefix, user: client.eval(LOG_OUT_SCRIPT, 1, f"{prefix}user:{user}", prefix),
-], ids=["reference: SMEMBERS, then DEL + SREM of those ids", "WATCH/MULTI, retried", "Lua: read and delete as one"])
+    index_read_with_sscan,
+], ids=["reference: SMEMBERS, then DEL + SREM of those ids", "WATCH/MULTI, retried", "Lua: read and delete as one",
+        "SSCAN pages"])
 def test_log_out_everywhere_checker_passes_correct_answers(r, right):
     assert evaluate(checkers.check_log_out_everywhere, r, right).passed
 

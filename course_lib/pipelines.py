@@ -10,18 +10,29 @@ holds the course's helpers around them:
   lesson (or an exercise checker) can count them without timing anything or watching the server;
 - `command_calls`: how often the server has run a command (INFO commandstats), the server's side
   of the same evidence;
-- `batched`: send any number of commands in pipelines of bounded size.
+- `batched`: send any number of commands in pipelines of bounded size;
+- `async_client`, `get_concurrently`, `get_pipelined`: `redis.asyncio`, where many coroutines
+  share one connection pool, against one pipeline on one connection;
+- `run_coroutine`: run a coroutine to its end from synchronous code, even inside Jupyter.
 
 Keys written: none of its own; `guide_batch` writes the three strings it is given.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import itertools
 from collections import Counter
-from typing import Iterable, Iterator, Sequence
+from typing import Coroutine, Iterable, Iterator, Sequence, TypeVar
 
 import redis
+import redis.asyncio
+
+T = TypeVar("T")
+# the settings of a sync client that mean the same to a redis.asyncio connection (not its Retry, hooks...)
+_ASYNC_SETTINGS = ("host", "port", "db", "username", "password", "decode_responses", "protocol",
+                   "socket_timeout", "socket_connect_timeout")
 
 
 def guide_batch(client, items: dict[str, str]) -> list:
@@ -153,3 +164,62 @@ def batched(client, commands: Iterable[Sequence], size: int = 1000,
             for args in chunk:
                 pipe.execute_command(*args)
             yield from pipe.execute(raise_on_error=False)
+
+
+def async_client(client, max_connections: int = 50, client_name: str | None = None) -> redis.asyncio.Redis:
+    """A `redis.asyncio.Redis` of `client`'s server whose pool opens at most `max_connections` connections.
+
+    Every command a coroutine awaits takes a connection from the pool for its round trip; when
+    all are busy, a `BlockingConnectionPool` makes the next coroutine wait for one (up to 10 s).
+    redis-py 8's plain asyncio `ConnectionPool` would raise `MaxConnectionsError` instead, beyond
+    its default of 100. `client_name` (CLIENT SETNAME on every connection) lets CLIENT LIST count
+    them. Close it with `await aclient.aclose()` and `await aclient.connection_pool.disconnect()`.
+
+    Caveat: copies host, port, db, credentials and timeouts only (no TLS, no retry policy).
+    """
+    settings = {name: value for name, value in client.connection_pool.connection_kwargs.items()
+                if name in _ASYNC_SETTINGS}
+    pool = redis.asyncio.BlockingConnectionPool(max_connections=max_connections, timeout=10,
+                                                client_name=client_name, **settings)
+    return redis.asyncio.Redis(connection_pool=pool)
+
+
+async def get_concurrently(aclient: redis.asyncio.Redis, names: Sequence[str]) -> list:
+    """GET every name as its own coroutine, all awaited together (`asyncio.gather`).
+
+    Commands: one GET per name, each a round trip of its own on a connection of the pool: as many
+    are in flight at once as the pool has connections, so the pool grows to its maximum. Concurrency
+    overlaps the waiting, but the client still builds, sends and parses every command separately.
+    Not atomic: other clients' commands run in between.
+    """
+    return await asyncio.gather(*(aclient.get(name) for name in names))
+
+
+async def get_pipelined(aclient: redis.asyncio.Redis, names: Sequence[str], size: int | None = None) -> list:
+    """GET every name in pipelines of `size` commands (None: all in one), awaited one after the other.
+
+    Commands: `len(names) / size` round trips of `size` GETs, on one connection of the pool at a
+    time. Not atomic (`transaction=False`): other clients' commands may run between the GETs.
+    """
+    size = size or len(names) or 1
+    values = []
+    for first in range(0, len(names), size):
+        async with aclient.pipeline(transaction=False) as pipe:
+            for name in names[first:first + size]:
+                pipe.get(name)
+            values += await pipe.execute()
+    return values
+
+
+def run_coroutine(coroutine: Coroutine[object, object, T], timeout: float = 60) -> T:
+    """Run `coroutine` to its end from synchronous code and return its result.
+
+    `asyncio.run` refuses to start where an event loop is already running, and Jupyter's kernel
+    runs one (a notebook cell may simply `await` instead). So the coroutine gets a loop of its own
+    in a worker thread; this call waits at most `timeout` seconds for it.
+    """
+    worker = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    try:
+        return worker.submit(asyncio.run, coroutine).result(timeout=timeout)
+    finally:
+        worker.shutdown(wait=False)  # after a timeout, do not wait for the stuck loop as well

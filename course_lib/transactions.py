@@ -21,6 +21,11 @@ transaction or one script may use them together):
 
 A transfer moves money between two balance keys; on a cluster both must share a hash tag (e.g.
 `{bank:<id>}`), see `transfer`.
+
+Scripts and functions: `transfer_lua` sends a script (EVALSHA, loaded on demand into the server's
+script cache, which a restart empties); `load_library` installs `course_lib/lua/transactions_library.lua`
+as a Redis Function library (FUNCTION LOAD, kept with the data), whose read-only `course_total`
+`total` calls with FCALL_RO.
 """
 
 from __future__ import annotations
@@ -138,7 +143,9 @@ def optimistic(client, watched: list[str], attempt: Callable, retries: int) -> R
     queues its writes and calls `pipe.execute()` (EXEC), returning (ok, balance). Each attempt has its
     own pipeline, so its own pooled connection from WATCH to EXEC: no other caller can clear the watch.
     Retries use redis-py's own `Retry` with `WatchError` as the retryable error and no backoff (the
-    next attempt reads fresh values at once); `count` tallies the aborted attempts.
+    next attempt reads fresh values at once); `count` tallies the aborted attempts. An attempt that
+    returns without EXEC (a refusal) leaves through the pipeline's reset, which sends UNWATCH: the
+    pooled connection goes back without a watch that would abort its next user's transaction.
 
     Raises:
         TooMuchContention: all 1 + `retries` attempts were aborted; nothing was written.
@@ -302,6 +309,39 @@ def deduct_lua(client, account: object, amount: int) -> Result:
         NotABalance: the balance or the spent total holds something else than an integer; nothing was written.
     """
     return transfer_lua(client, account_key(account, "balance"), account_key(account, "spent"), amount)
+
+
+LIBRARY = "course_transactions"  # the name in transactions_library.lua's `#!lua name=` line
+
+
+def load_library(client) -> str:
+    """Install (or replace) the course's function library `transactions_library.lua`; returns its name.
+
+    Command: FUNCTION LOAD REPLACE. Unlike a script, a library is part of the server's data: it is
+    saved in RDB and AOF files, copied to replicas, and still there after a restart (if the data
+    is). Load it when deploying, as you would migrate a schema, not lazily on a client's first call.
+    Cluster caveat: redis-py sends FUNCTION LOAD to every primary; each replica gets it from its primary.
+    """
+    return client.function_load(lua.source("transactions_library"), replace=True)
+
+
+def total(client, *balances: str) -> int:
+    """The sum of the integer balances at `balances` (missing counts as 0), read by the function `course_total`.
+
+    Command: FCALL_RO course_total. Atomic: the function reads every key with no other command in
+    between. FCALL_RO accepts only functions flagged `no-writes`, and only such calls are allowed on a
+    replica (with READONLY, in a cluster). Cluster caveat: the keys must share a slot.
+
+    Raises:
+        NotABalance: a key holds something other than an integer.
+        redis.ResponseError: the library is not loaded (`load_library`): "Function not found".
+    """
+    try:
+        return int(client.fcall_ro("course_total", len(balances), *balances))
+    except ResponseError as error:
+        if str(error).startswith("NOTABALANCE"):
+            raise NotABalance(str(error).removeprefix("NOTABALANCE ")) from None
+        raise
 
 
 def _check_amount(amount: int) -> None:

@@ -12,6 +12,8 @@ SCRIPTS = sorted(entry.name.removesuffix(".lua") for entry in resources.files(lu
                  if entry.name.endswith(".lua"))
 # COURSE_DESIGN.md: KEYS[i] lines, then ARGV[i] lines (`ARGV[3..]` for a variable tail, `ARGV: none`), then returns
 CONTRACT = re.compile(r"(-- KEYS\[\d+\]: .+\n)+(-- ARGV(\[\d+\]|\[\d+\.\.\]|: none).*\n)+-- returns: .+\n")
+# a FUNCTION LOAD library must start with its shebang; the contract follows it, its functions take (KEYS, ARGV)
+SHEBANG = re.compile(r"#!lua name=\w+\n")
 
 
 def test_the_scripts_are_found():
@@ -21,7 +23,8 @@ def test_the_scripts_are_found():
 @pytest.mark.parametrize("name", SCRIPTS)
 def test_every_script_opens_with_keys_argv_and_returns_lines(name):
     text = lua.source(name)
-    contract = CONTRACT.match(text)
+    shebang = SHEBANG.match(text)
+    contract = CONTRACT.match(text, shebang.end() if shebang else 0)
     assert contract, f"{name}.lua must open with `-- KEYS[i]: ...`, `-- ARGV[i]: ...` and `-- returns: ...` lines"
     documented = set(re.findall(r"^-- (KEYS|ARGV)\[(\d+)", contract.group(), re.MULTILINE))
     used = set(re.findall(r"\b(KEYS|ARGV)\[(\d+)\]", text[contract.end():]))

@@ -9,7 +9,8 @@ from course_lib.exercises.pipelines import check_bulk_load, check_read_profiles
 from course_lib.exercises.solutions.pipelines import bulk_load, read_profiles
 from course_lib.experiments import pipelines as exp
 from course_lib.keys import hash_tag, key
-from course_lib.pipelines import RoundTripCounter, batched, command_calls, guide_batch
+from course_lib.pipelines import (RoundTripCounter, async_client, batched, command_calls, get_concurrently,
+                                  get_pipelined, guide_batch, run_coroutine)
 
 
 @pytest.fixture
@@ -154,6 +155,57 @@ def test_run_interleaving_lets_another_client_in_only_without_multi(r):
     assert frame.loc["pipeline(transaction=False)", "get"] == "other client"
     assert frame.loc["pipeline() (MULTI/EXEC)", "get"] == "before"
     assert frame.loc["pipeline() (MULTI/EXEC)", "blpop"] is None
+
+
+async def _read_back(aclient, names, size):
+    try:
+        return await get_concurrently(aclient, names), await get_pipelined(aclient, names, size)
+    finally:
+        await aclient.aclose()
+        await aclient.connection_pool.disconnect()
+
+
+@pytest.mark.parametrize("size", [None, 2, 1])
+def test_async_concurrent_and_pipelined_gets_read_the_same_values_in_order(r, size):
+    names = [key("pipelines", "async", n) for n in range(5)]
+    r.mset({name: f"v{n}" for n, name in enumerate(names[:4])})  # the last one is missing
+    concurrent, pipelined = run_coroutine(_read_back(async_client(r, max_connections=3), names, size))
+    assert concurrent == pipelined == ["v0", "v1", "v2", "v3", None]
+    assert run_coroutine(_read_back(async_client(r), [], None)) == ([], [])
+
+
+def test_run_coroutine_works_inside_a_running_event_loop(r):
+    import asyncio
+
+    async def inside_a_loop():  # as in a Jupyter cell: a loop is already running here
+        return run_coroutine(asyncio.sleep(0, result="ran"))
+
+    assert asyncio.run(inside_a_loop()) == "ran"
+
+
+def test_run_asyncio_counts_connections_and_round_trips(r):
+    frame = exp.run_asyncio(r, keys=200, rounds=1, max_connections=7).set_index("way")
+    assert frame["connections"].to_dict() == {exp.ONE_AT_A_TIME: 1, exp.GATHERED: 7, exp.PIPELINED: 1}
+    assert frame["round_trips"].to_dict() == {exp.ONE_AT_A_TIME: 200, exp.GATHERED: 200, exp.PIPELINED: 1}
+    assert not list(r.scan_iter(match="course:pipelines:*"))
+
+
+def test_asyncio_verdict_fails_when_the_pipeline_holds_one_command(r):
+    assert all(exp.asyncio_verdicts(exp.run_asyncio(r, keys=1000, rounds=3)).values())
+    degraded = exp.run_asyncio(r, keys=1000, rounds=3, pipeline_size=1)  # a round trip per GET again
+    assert not any(exp.asyncio_verdicts(degraded).values())
+
+
+def test_multi_key_verdicts_fail_with_one_key_per_command(r):
+    frame = exp.run_multi_key(r, keys=1000, rounds=9)
+    assert frame.set_index("way")["commands"].to_dict() == {"MSET": 1, "pipeline of SETs": 1000,
+                                                             "MGET": 1, "pipeline of GETs": 1000}
+    assert all(exp.multi_key_verdicts(frame).values())
+    degraded = exp.multi_key_verdicts(exp.run_multi_key(r, keys=1000, rounds=9, per_command=1))
+    assert degraded["every way took one round trip"]
+    assert not degraded["MSET is at least 3x faster than a pipeline of SETs"]
+    assert not degraded["MGET is at least 3x faster than a pipeline of GETs"]
+    assert not list(r.scan_iter(match="course:pipelines:*"))
 
 
 def test_widget_starts_fixed_and_measures_on_change(r):

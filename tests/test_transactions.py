@@ -7,16 +7,21 @@ import pandas as pd
 import pytest
 import redis
 from redis.exceptions import WatchError
+from redis.cluster import LoadBalancingStrategy
 from redis.exceptions import RedisClusterException
 
-from course_lib.connection import connect
+from course_lib import lua
+from course_lib.connection import connect, connect_cluster
 from course_lib.exercises import evaluate
 from course_lib.exercises import transactions as checkers
 from course_lib.exercises.solutions import transactions as solutions
 from course_lib.experiments import transactions as experiments
-from course_lib.transactions import (InsufficientFunds, NotABalance, Result, TooMuchContention, account_key, deduct,
-                                     deduct_lua, guide_deduct_balance, open_account, transfer, transfer_lua,
-                                     unwatched_deduct)
+from course_lib.keys import key
+from course_lib.pipelines import RoundTripCounter, command_calls
+from course_lib.servers import find_binary, pid_alive, scratch_server, wait_for
+from course_lib.transactions import (LIBRARY, InsufficientFunds, NotABalance, Result, TooMuchContention, account_key,
+                                     deduct, deduct_lua, guide_deduct_balance, load_library, open_account, total,
+                                     transfer, transfer_lua, unwatched_deduct)
 
 
 def state(client, account):
@@ -233,6 +238,120 @@ def test_widget_starts_in_a_fixed_state(r):
     threads.value, retries.value = 2, 5
     run.click()
     assert status.value == "2 threads x 50 deductions of 1 from one account, retries=5"
+
+
+# -- DISCARD and UNWATCH, functions, read-only scripts, a busy script -----------------------------------
+
+def test_discard_runs_nothing_and_unwatch_lets_the_next_exec_run(r):
+    counter = key("transactions", "test", "counter")
+    r.set(counter, 1)
+    one = connect(single_connection_client=True)
+    one.execute_command("MULTI")
+    one.execute_command("INCR", counter)
+    one.execute_command("DISCARD")
+    assert r.get(counter) == "1"
+    replies = {}
+    for unwatch in (False, True):
+        one.execute_command("WATCH", counter)
+        r.incr(counter)  # another client changes the watched key
+        if unwatch:
+            one.execute_command("UNWATCH")
+        one.execute_command("MULTI")
+        one.execute_command("INCR", counter)
+        replies[unwatch] = one.execute_command("EXEC")
+    one.close()
+    assert replies == {False: None, True: [4]}
+
+
+def test_a_refused_deduct_sends_unwatch_before_its_connection_goes_back(r):
+    open_account(r, "unwatch", 5)
+    counter = RoundTripCounter(r)
+    assert deduct(counter.client, "unwatch", 10) == Result(False, 5, 0)
+    assert counter.commands == {"WATCH": 1, "GET": 2, "UNWATCH": 1}  # no MULTI, no EXEC
+    counter.close()
+
+
+def test_library_total_is_read_only_and_checks_its_keys(r):
+    alice, bob = key("transactions", "{bank:9}", "alice"), key("transactions", "{bank:9}", "bob")
+    r.function_delete(LIBRARY) if r.function_list(library=LIBRARY) else None
+    with pytest.raises(redis.ResponseError, match="[Ff]unction not found"):
+        total(r, alice)
+    try:
+        assert load_library(r) == LIBRARY and load_library(r) == LIBRARY  # REPLACE: loading twice is fine
+        r.mset({alice: 30, bob: -5})
+        assert total(r, alice, bob, key("transactions", "{bank:9}", "nobody")) == 25
+        r.set(bob, "n/a")
+        with pytest.raises(NotABalance, match="does not hold an integer"):
+            total(r, alice, bob)
+    finally:
+        r.function_delete(LIBRARY)
+
+
+def test_eval_ro_refuses_a_script_that_writes(r):
+    alice, bob = key("transactions", "{bank:9}", "alice"), key("transactions", "{bank:9}", "bob")
+    r.mset({alice: 30, bob: 0})
+    with pytest.raises(redis.ResponseError, match="Write commands are not allowed from read-only scripts"):
+        r.eval_ro(lua.source("transactions_transfer"), 2, alice, bob, 10)
+    assert r.mget(alice, bob) == ["30", "0"]
+    assert r.eval_ro("return redis.call('GET', KEYS[1])", 1, alice) == "30"
+
+
+def test_a_cluster_client_reading_from_replicas_sends_eval_ro_to_a_replica_and_eval_to_the_primary(rc):
+    balance = key("transactions", "{bank:9}", "alice")
+    rc.set(balance, 30)
+    primary = rc.get_redis_connection(rc.get_node_from_key(balance))
+    replica = rc.get_redis_connection(rc.get_node_from_key(balance, replica=True))
+    readers = connect_cluster(load_balancing_strategy=LoadBalancingStrategy.ROUND_ROBIN_REPLICAS)
+    read = "return redis.call('GET', KEYS[1])"
+    wait_for(lambda: readers.eval_ro(read, 1, balance) == "30", 5, "the replica to have the balance")
+    for command, where in (("eval", primary), ("eval_ro", replica)):
+        before = command_calls(primary, command), command_calls(replica, command)
+        assert [getattr(readers, command)(read, 1, balance) for _ in range(3)] == ["30"] * 3
+        ran = command_calls(primary, command) - before[0], command_calls(replica, command) - before[1]
+        assert ran == ((3, 0) if where is primary else (0, 3)), command
+    readers.close()
+
+
+def test_restart_keeps_the_library_not_the_script_cache_and_the_verdicts_hold():
+    frame = experiments.run_restart()
+    assert all(experiments.restart_verdicts(frame).values())
+    assert frame["balances"].tolist() == [["20", "30"], ["10", "40"]] and frame["total"].tolist() == [50, 50]
+    assert not pid_alive(frame.attrs["server_pid"])
+
+
+def test_restart_without_saving_loses_the_library_too():
+    frame = experiments.run_restart(save=False)
+    verdicts = experiments.restart_verdicts(frame)
+    assert not verdicts["the function library survived the restart"]
+    assert frame.iloc[1]["balances"] == [None, None] and frame.iloc[1]["total"] is None
+    assert not pid_alive(frame.attrs["server_pid"])
+
+
+def test_restart_moves_the_scratch_servers_pid_so_it_is_stopped_on_exit():
+    binary = find_binary()
+    with scratch_server(binary=binary) as server:
+        first = server.pid
+        experiments.restart(server, binary)
+        assert server.pid != first and not pid_alive(first) and server.client().ping()
+    assert not pid_alive(server.pid)
+
+
+def test_busy_script_blocks_ping_and_script_kill_ends_it():
+    frame = experiments.run_busy_script()
+    assert all(experiments.busy_verdicts(frame).values())
+    assert frame["reply"].tolist() == ["BUSY", "OK", "Script killed by user with SCRIPT KILL", "PONG"]
+    assert not pid_alive(frame.attrs["server_pid"])
+
+
+def test_busy_verdicts_fail_for_a_short_script_and_a_script_that_wrote():
+    short = experiments.run_busy_script(passes=1000)
+    assert not any(experiments.busy_verdicts(short).values())
+    assert short["reply"].tolist() == ["PONG", "returned", "PONG"]
+    wrote = experiments.run_busy_script(write=True)
+    verdicts = experiments.busy_verdicts(wrote)
+    assert not verdicts["SCRIPT KILL ended the script and the server answered PING again"]
+    assert wrote["reply"].tolist() == ["BUSY", "UNKILLABLE", "server stopped", "connection closed"]
+    assert not pid_alive(wrote.attrs["server_pid"])
 
 
 # -- exercises ----------------------------------------------------------------------------------------------

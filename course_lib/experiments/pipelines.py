@@ -2,7 +2,8 @@
 
 Keys written (all under `course:pipelines:`, deleted again when each run ends):
 - `bench:<n>`: strings, the SETs of `run_round_trips` and `run_batch_sizes`;
-- `interleave:seen` (string) and `interleave:gate` (list): `run_interleaving`.
+- `interleave:seen` (string) and `interleave:gate` (list): `run_interleaving`;
+- `multi:<n>`: strings, `run_multi_key` and `run_asyncio`.
 
 The widget starts in a fixed state (nbval compares its text form) and measures only when the
 learner moves its slider or presses its button.
@@ -12,12 +13,15 @@ from __future__ import annotations
 
 import statistics
 import time
+import uuid
 
 import pandas as pd
 
 from course_lib.concurrency import run_together
 from course_lib.keys import delete_prefix, key
 from course_lib.measure import latencies
+from course_lib.pipelines import (RoundTripCounter, async_client, get_concurrently, get_pipelined,
+                                  run_coroutine)
 from course_lib.servers import wait_for
 
 CHAPTER = "pipelines"
@@ -185,6 +189,144 @@ def run_interleaving(client, other, timeout: float = 3.0) -> pd.DataFrame:
         {"mode": "pipeline(transaction=False)", "blpop": plain[1], "get": plain[2]},
         {"mode": "pipeline() (MULTI/EXEC)", "blpop": in_multi[1], "get": in_multi[2]},
     ])
+
+
+def _multi_keys(n: int) -> list[str]:
+    # one hash tag: on a cluster MGET/MSET need every key in one slot (here the course's standalone server)
+    return [key(CHAPTER, "multi", "{batch}", i) for i in range(n)]
+
+
+def _chunks(names: list[str], size: int) -> list[list[str]]:
+    return [names[first:first + size] for first in range(0, len(names), size)]
+
+
+def run_multi_key(client, keys: int = 1000, rounds: int = 20, per_command: int | None = None) -> pd.DataFrame:
+    """`keys` strings written and read two ways, taking turns `rounds` times: MSET/MGET against a
+    pipeline of one SET/GET per key.
+
+    Every way is one round trip (counted by a `RoundTripCounter`); what differs is the number of
+    commands the client builds and parses and the server dispatches. `per_command` caps the keys of
+    one MSET/MGET (None: all in one): with 1, "MGET" is a pipeline of single-key MGETs, the setting
+    that shows the verdicts fail.
+
+    Returns rows: way, round_trips, commands (per run of the way), median_ms.
+    """
+    names = _multi_keys(keys)
+    per_command = per_command or keys
+    counter = RoundTripCounter(client)
+    c = counter.client
+
+    def mset() -> None:
+        with c.pipeline(transaction=False) as pipe:
+            for chunk in _chunks(names, per_command):
+                pipe.mset(dict.fromkeys(chunk, "x"))
+            pipe.execute()
+
+    def mget() -> None:
+        with c.pipeline(transaction=False) as pipe:
+            for chunk in _chunks(names, per_command):
+                pipe.mget(chunk)
+            pipe.execute()
+
+    def pipelined(command: str) -> None:
+        with c.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.set(name, "x") if command == "SET" else pipe.get(name)
+            pipe.execute()
+
+    ways = {"MSET": mset, "pipeline of SETs": lambda: pipelined("SET"),
+            "MGET": mget, "pipeline of GETs": lambda: pipelined("GET")}
+    times: dict[str, list[float]] = {way: [] for way in ways}
+    trips: dict[str, tuple[int, int]] = {}
+    for _ in range(rounds):
+        for way, run in ways.items():
+            counter.reset()
+            times[way] += latencies(run, samples=1, warmup=0)
+            trips[way] = (counter.round_trips, sum(counter.batch_sizes))
+    counter.close()
+    client.delete(*names)
+    return pd.DataFrame([{"way": way, "round_trips": trips[way][0], "commands": trips[way][1],
+                          "median_ms": round(statistics.median(times[way]) * 1000, 3)} for way in ways])
+
+
+def multi_key_verdicts(frame: pd.DataFrame) -> dict[str, bool]:
+    """The claims `run_multi_key` tests: one round trip each way, yet one MSET/MGET is at least 3x
+    faster than a pipeline of 1,000 SETs/GETs (one command to build, dispatch and answer, not 1,000)."""
+    rows = frame.set_index("way")
+    return {
+        "every way took one round trip": bool((rows["round_trips"] == 1).all()),
+        "MSET is at least 3x faster than a pipeline of SETs":
+            bool(rows.loc["pipeline of SETs", "median_ms"] >= 3 * rows.loc["MSET", "median_ms"]),
+        "MGET is at least 3x faster than a pipeline of GETs":
+            bool(rows.loc["pipeline of GETs", "median_ms"] >= 3 * rows.loc["MGET", "median_ms"]),
+    }
+
+
+ONE_AT_A_TIME = "await one GET at a time"
+GATHERED = "asyncio.gather: a coroutine per GET"
+PIPELINED = "one pipeline"
+
+
+async def _asyncio_ways(client, names: list[str], rounds: int, max_connections: int,
+                        pipeline_size: int | None) -> list[dict]:
+    async def one_at_a_time(aclient) -> None:
+        for name in names:
+            await aclient.get(name)
+
+    ways = {ONE_AT_A_TIME: one_at_a_time, GATHERED: lambda aclient: get_concurrently(aclient, names),
+            PIPELINED: lambda aclient: get_pipelined(aclient, names, pipeline_size)}
+    # a client (pool) per way, named, so CLIENT LIST counts the connections each way opened
+    tag = uuid.uuid4().hex[:8]
+    clients = {way: async_client(client, max_connections, client_name=f"course-async-{n}-{tag}")
+               for n, way in enumerate(ways)}
+    times: dict[str, list[float]] = {way: [] for way in ways}
+    try:
+        for _ in range(rounds):
+            for way, run in ways.items():
+                start = time.perf_counter()
+                await run(clients[way])
+                times[way].append(time.perf_counter() - start)
+        listed = [entry["name"] for entry in await clients[ONE_AT_A_TIME].client_list()]
+    finally:
+        for aclient in clients.values():
+            await aclient.aclose()
+            await aclient.connection_pool.disconnect()
+    trips = {ONE_AT_A_TIME: len(names), GATHERED: len(names), PIPELINED: -(-len(names) // (pipeline_size or len(names)))}
+    rows = []
+    for n, way in enumerate(ways):
+        median = statistics.median(times[way])
+        rows.append({"way": way, "connections": listed.count(f"course-async-{n}-{tag}"), "round_trips": trips[way],
+                     "median_ms": round(median * 1000, 2), "gets_per_s": round(len(names) / median)})
+    return rows
+
+
+def run_asyncio(client, keys: int = 1000, rounds: int = 5, max_connections: int = 50,
+                pipeline_size: int | None = None) -> pd.DataFrame:
+    """`keys` GETs with `redis.asyncio`, three ways taking turns `rounds` times: awaited one at a
+    time, all at once as coroutines sharing one pool (`get_concurrently`), and pipelined (`get_pipelined`).
+
+    Each way has its own pool of at most `max_connections`; `connections` is how many it had
+    opened (CLIENT LIST, by client name). `pipeline_size` caps the GETs per pipeline (None: all in
+    one); 1 is the setting that shows the verdict fail. Runs in a loop of its own
+    (`run_coroutine`), so it works from a notebook, a test or a script alike.
+
+    Returns rows: way, connections, round_trips, median_ms, gets_per_s.
+    """
+    names = _multi_keys(keys)
+    client.mset(dict.fromkeys(names, "x"))
+    try:
+        rows = run_coroutine(_asyncio_ways(client, names, rounds, max_connections, pipeline_size))
+    finally:
+        client.delete(*names)
+    return pd.DataFrame(rows)
+
+
+def asyncio_verdicts(frame: pd.DataFrame) -> dict[str, bool]:
+    """The claim `run_asyncio` tests: one pipeline does the GETs at least 3x faster than as many
+    concurrent coroutines (which also hold a whole pool of connections to do it)."""
+    median = frame.set_index("way")["median_ms"]
+    return {"one pipeline of 1,000 GETs is at least 3x faster than 1,000 concurrent coroutines":
+            bool(median[GATHERED] >= 3 * median[PIPELINED])}
 
 
 def batch_size_widget(client):

@@ -3,19 +3,27 @@
 Keys written (all under `course:transactions:`, each run deletes what it wrote before and after):
 - `{account:race-<unwatched|watch|lua>-<n>}:balance|spent`: `run_race`'s accounts, one per contender and round;
 - `{account:contention-<watch|lua>}:balance|spent`: `run_contention`'s account.
+
+`run_restart` and `run_busy_script` write only on private scratch servers, stopped when they return.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Callable
 
 import pandas as pd
+import redis
 
+from course_lib import lua
+from course_lib.cluster import restart_node
 from course_lib.concurrency import run_together
-from course_lib.keys import delete_prefix
-from course_lib.transactions import (TooMuchContention, account_key, deduct, deduct_lua, open_account,
-                                     unwatched_deduct)
+from course_lib.keys import delete_prefix, key
+from course_lib.pipelines import RoundTripCounter
+from course_lib.servers import Server, ServerBinary, find_binary, pid_alive, scratch_server, wait_for
+from course_lib.transactions import (LIBRARY, TooMuchContention, account_key, deduct, deduct_lua, load_library,
+                                     open_account, total, transfer_lua, unwatched_deduct)
 
 UNWATCHED = "read-check-write, no WATCH"
 WATCHED = "WATCH/MULTI/EXEC"
@@ -172,3 +180,161 @@ def contention_widget(client):
 
     run.on_click(on_run)
     return widgets.VBox([widgets.HBox([threads, retries, run]), status, output])
+
+
+def restart(server: Server, binary: ServerBinary, save: bool = True) -> None:
+    """Shut a scratch server down (SHUTDOWN SAVE, or NOSAVE) and start it again from its folder, same port.
+
+    With `save`, the server writes its data (functions included) to `dump.rdb` first and loads it
+    again on start; without, it comes back empty, as a server without persistence does after a crash.
+    `server.pid` is updated, so whoever stops `server` stops the new process.
+    """
+    with server.client() as client:
+        client.shutdown(save=save, nosave=not save)
+    wait_for(lambda: not pid_alive(server.pid), 10, f"server pid {server.pid} to exit")
+    server.pid = restart_node(binary, server).pid
+
+
+def _library_listed(client) -> bool:
+    return bool(client.function_list(library=LIBRARY))  # FUNCTION LIST LIBRARYNAME: the matching libraries
+
+
+def _what_the_server_has(client, sha: str, alice: str, bob: str) -> dict:
+    """Library listed? script cached? a raw EVALSHA of the transfer; `transfer_lua`'s commands; the total."""
+    listed, cached = _library_listed(client), bool(client.script_exists(sha)[0])
+    try:
+        client.evalsha(sha, 2, alice, bob, 10)
+        evalsha = "ran"
+    except redis.exceptions.NoScriptError as error:
+        evalsha = str(error).split(".")[0]  # the engines word the rest differently
+    counter = RoundTripCounter(client)
+    transfer_lua(counter.client, alice, bob, 10)
+    sent = ", ".join(f"{name} x{n}" for name, n in sorted(counter.commands.items()))
+    counter.close()
+    return {"library_listed": listed, "script_cached": cached, "evalsha": evalsha, "transfer_lua_sent": sent,
+            "balances": client.mget(alice, bob), "total": total(client, alice, bob) if listed else None}
+
+
+def run_restart(save: bool = True, binary: ServerBinary | None = None) -> pd.DataFrame:
+    """What a restart keeps: a function library against a script in the script cache, on a scratch server.
+
+    Opens two balances (50 and 0), loads the library (`load_library`) and runs `transfer_lua` once
+    (so the script is cached), then looks at the server before and after `restart(save=save)`: is
+    the library listed (FUNCTION LIST), is the script cached (SCRIPT EXISTS), what a raw EVALSHA of
+    it answers, which commands one `transfer_lua` sends (counted by a `RoundTripCounter`: after a
+    NOSCRIPT reply redis-py's `Script` sends SCRIPT LOAD and EVALSHA again), the balances, and
+    their total by FCALL_RO (None without the library). Each look moves 10 twice (EVALSHA, transfer_lua).
+
+    Returns rows: moment, library_listed, script_cached, evalsha, transfer_lua_sent, balances, total;
+    `.attrs["server_pid"]` is the scratch server's last process, stopped on return.
+    """
+    binary = binary or find_binary()
+    alice, bob = key("transactions", "{bank:1}", "alice"), key("transactions", "{bank:1}", "bob")
+    with scratch_server(binary=binary) as server, server.client() as client:
+        client.mset({alice: 50, bob: 0})
+        load_library(client)
+        transfer_lua(client, alice, bob, 10)
+        sha = lua.register(client, "transactions_transfer").sha
+        before = {"moment": "before restart", **_what_the_server_has(client, sha, alice, bob)}
+        restart(server, binary, save)
+        after = {"moment": "after restart" if save else "after restart, not saved",
+                 **_what_the_server_has(client, sha, alice, bob)}
+    frame = pd.DataFrame([before, after], dtype=object)  # object: a missing total stays None, not NaN
+    frame.attrs["server_pid"] = server.pid  # stopped by now: a test checks it
+    return frame
+
+
+def restart_verdicts(frame: pd.DataFrame) -> dict[str, bool]:
+    """The claims `run_restart` tests: the library survived a restart, the script cache did not, and
+    redis-py's `Script` recovered from NOSCRIPT by itself (SCRIPT LOAD, then EVALSHA again)."""
+    before, after = frame.iloc[0], frame.iloc[1]
+    return {
+        "the function library survived the restart": bool(before["library_listed"] and after["library_listed"]),
+        "the script cache did not: EVALSHA got NOSCRIPT": bool(before["script_cached"] and not after["script_cached"]
+                                                             and after["evalsha"] == "No matching script"),
+        "redis-py's Script reloaded it by itself (SCRIPT LOAD, EVALSHA again)":
+            after["transfer_lua_sent"] == "EVALSHA x2, SCRIPT LOAD x1",
+    }
+
+
+def _error_code(error: Exception) -> str:
+    """An error reply's first word (BUSY, UNKILLABLE): the engines word the rest differently."""
+    return str(error).split()[0]
+
+
+def run_busy_script(passes: int = 2_000_000_000, write: bool = False, busy_ms: int = 200,
+                    binary: ServerBinary | None = None, timeout: float = 60) -> pd.DataFrame:
+    """A long script on a scratch server: another client's PING during it, then SCRIPT KILL.
+
+    The server's `busy-reply-threshold` is `busy_ms` (default 5,000 ms): until a script has run that
+    long the server answers nobody; after, it answers every other client's command with a BUSY error,
+    except SCRIPT KILL and SHUTDOWN NOSAVE. One client runs `transactions_busy.lua` for `passes` loop
+    passes (the default takes many seconds; with `write`, it SETs a key first); another PINGs until a PING is answered BUSY or
+    the script ended, then sends SCRIPT KILL. A script that has written cannot be killed (UNKILLABLE:
+    stopping it halfway would leave half its writes), so then SHUTDOWN NOSAVE stops the server
+    and everything since its last save is lost. Every wait is bounded by `timeout` seconds; the server
+    is stopped on return.
+
+    Returns rows: step, reply, ms (the longest PING wait, for the PING row only);
+    `.attrs["server_pid"]` is the scratch server's process, stopped on return.
+    """
+    binary = binary or find_binary()
+    written = key("transactions", "busy", "written")
+    with scratch_server({"busy-reply-threshold": str(busy_ms)}, binary=binary) as server:
+        runner, other = server.client(socket_timeout=timeout), server.client()
+        busy = lua.register(runner, "transactions_busy")
+        outcome: dict[str, str] = {}
+
+        def run_script() -> None:
+            try:
+                busy(keys=[written] if write else [], args=[passes])
+                outcome["reply"] = "returned"
+            except redis.ResponseError as error:
+                outcome["reply"] = str(error).split(".")[0]
+            except redis.ConnectionError:
+                outcome["reply"] = "connection closed"
+
+        script = threading.Thread(target=run_script, daemon=True)
+        script.start()
+        waited, reply = 0.0, "PONG"
+        deadline = time.monotonic() + timeout
+        while script.is_alive() and reply != "BUSY" and time.monotonic() < deadline:
+            start = time.perf_counter()
+            try:
+                other.ping()  # before the script starts: PONG at once; during it: held, then BUSY
+            except redis.ResponseError as error:
+                reply = _error_code(error)
+            waited = max(waited, time.perf_counter() - start)
+        steps = [{"step": "another client's PING during the script", "reply": reply, "ms": round(waited * 1000)}]
+        if reply == "BUSY":
+            try:
+                other.script_kill()
+                steps.append({"step": "SCRIPT KILL", "reply": "OK"})
+            except redis.ResponseError as error:
+                steps.append({"step": "SCRIPT KILL", "reply": _error_code(error)})
+                other.shutdown(nosave=True)  # the one way out left: the server exits, unsaved writes are lost
+                wait_for(lambda: not pid_alive(server.pid), 10, "the server to exit")
+                steps.append({"step": "SHUTDOWN NOSAVE", "reply": "server stopped"})
+        script.join(timeout)
+        steps.append({"step": "the script's caller got", "reply": outcome.get("reply", "no reply yet")})
+        if pid_alive(server.pid):
+            steps.append({"step": "PING afterwards", "reply": "PONG" if other.ping() else "no answer"})
+        runner.close()
+        other.close()
+    frame = pd.DataFrame(steps)
+    frame.attrs["server_pid"] = server.pid  # stopped by now: a test checks it
+    return frame
+
+
+def busy_verdicts(frame: pd.DataFrame) -> dict[str, bool]:
+    """The claims `run_busy_script` tests: the script held another client's PING at least 100 ms
+    (half the threshold) and then the server answered it BUSY; SCRIPT KILL ended the script and
+    the server answered again."""
+    replies = dict(zip(frame["step"], frame["reply"]))
+    ping = frame.set_index("step").loc["another client's PING during the script"]
+    return {
+        "another client's PING waited at least 100 ms behind the script, then got BUSY":
+            bool(ping["ms"] >= 100 and ping["reply"] == "BUSY"),
+        "SCRIPT KILL ended the script and the server answered PING again":
+            replies.get("SCRIPT KILL") == "OK" and replies.get("PING afterwards") == "PONG",
+    }

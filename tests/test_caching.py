@@ -2,6 +2,7 @@
 
 import functools
 import json
+import os
 import random
 import re
 import secrets
@@ -507,8 +508,21 @@ def negative_caching_in_a_transaction(client, cache_key, load):
     return value
 
 
-def test_negative_caching_checker_accepts_an_unusual_right_answer(r):
-    assert evaluate(checkers.check_negative_caching, r, negative_caching_in_a_transaction).passed
+def miss_for_exactly_half(client, cache_key, load):
+    """Right at the contract's edge: a miss cached for exactly half a row's TTL, with a marker that is not JSON."""
+    cached = client.get(cache_key)
+    if cached == "<no such row>":
+        return None
+    if cached is not None:
+        return json.loads(cached)
+    value = load()
+    client.set(cache_key, "<no such row>" if value is None else json.dumps(value), ex=150 if value is None else 300)
+    return value
+
+
+@pytest.mark.parametrize("answer", [negative_caching_in_a_transaction, miss_for_exactly_half])
+def test_negative_caching_checker_accepts_an_unusual_right_answer(r, answer):
+    assert evaluate(checkers.check_negative_caching, r, answer).passed
 
 
 # Wrong answers to "invalidate a prefix without KEYS".
@@ -696,6 +710,22 @@ def load_anyway_if_locked(client, cache_key, load):
     return value
 
 
+def take_with_a_constant(client, lock_key, token):
+    return client.set(lock_key, "locked", nx=True, px=10_000)
+
+
+def release_if_constant(client, lock_key, token):
+    release_lock(client, lock_key, "locked")  # compare-and-delete, but every holder wrote the same value
+
+
+def take_with_the_pid(client, lock_key, token):
+    return client.set(lock_key, str(os.getpid()), nx=True, px=10_000)
+
+
+def release_if_pid(client, lock_key, token):
+    release_lock(client, lock_key, str(os.getpid()))  # the app server's threads all share it
+
+
 def lock_elsewhere(client, cache_key, load):
     return locked(lambda c, _lock, token: take_px(c, "lock:" + cache_key, token),
                   lambda c, _lock, token: release_lock(c, "lock:" + cache_key, token))(client, cache_key, load)
@@ -715,6 +745,8 @@ def lock_elsewhere(client, cache_key, load):
     (locked(take_px, release_own, wait=None), "Bound every wait"),
     (locked(take_px, release_own, on_timeout=lambda c, lock: c.delete(lock)), "only the lock's owner may release it"),
     (lock_elsewhere, "under a name that starts with the cache key"),
+    (locked(take_with_a_constant, release_if_constant), "two calls wrote the same value, 'locked', into the lock"),
+    (locked(take_with_the_pid, release_if_pid), "Write a value unique to each acquisition"),
     (lambda client, cache_key, load: solutions.get_cached_once(notebook_r(), cache_key, load),
      "not the notebook's `r`"),
 ])

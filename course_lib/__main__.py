@@ -9,6 +9,9 @@
             Extra arguments go to JupyterLab: `python -m course_lib lab --no-browser --port 8899`.
 - `progress` exercises solved per chapter, and the next one to do (recorded by every `check()`).
 - `reset NN` chapter NN's notebook back to its committed state; your copy is kept as `mine-NN_...`.
+- `doctor`  is this machine ready? One line per check (ok, or what to do), then a status to paste.
+- `workshop start --roster FILE [--bind ADDRESS] | status | stop | reset LEARNER`: a workshop room
+            (see `course_lib.workshop`); `join <join line>` / `join --leave` on a learner's machine.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import redis
+
 from course_lib import progress, reset, runtime
-from course_lib.connection import CLUSTER_URL_SETTING, REDIS_URL_SETTING
+from course_lib.connection import CLUSTER_URL_SETTING, REDIS_URL_SETTING, redact
 from course_lib.servers import ServerError
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
@@ -29,10 +34,11 @@ NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
 def _describe(stack: runtime.Stack) -> str:
     lifetime = "kept until `python -m course_lib down`" if stack.owners is None else "leased; stopped when its users exit"
+    password = f"\n  password    in {stack.folder / runtime.PASSWORD_FILE} (owner-only)" if stack.password else ""
     return (f"{stack.engine} ({stack.binary})\n"
-            f"  standalone  {stack.redis_url}\n"
-            f"  cluster     {stack.cluster_url}  (6 nodes: 3 primaries + 3 replicas)\n"
-            f"  runtime     {stack.folder}  ({lifetime})")
+            f"  standalone  {redact(stack.redis_url)}\n"
+            f"  cluster     {redact(stack.cluster_url)}  (6 nodes: 3 primaries + 3 replicas)\n"
+            f"  runtime     {stack.folder}  ({lifetime}){password}")
 
 
 def _table(rows: list[dict]) -> str:
@@ -114,6 +120,34 @@ def cmd_lab(args: argparse.Namespace, jupyter_args: list[str]) -> int:
             print("Stopped the embedded servers this session started.")
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from course_lib import doctor
+
+    return 0 if doctor.run(lab_port=args.lab_port) else 1
+
+
+def cmd_join(args: argparse.Namespace) -> int:
+    from course_lib import workshop
+
+    if args.leave:
+        print("Left the workshop." if workshop.leave() else "No workshop was joined.")
+        return 0
+    if not args.line:
+        print("error: give the join line the instructor sent, or --leave", file=sys.stderr)
+        return 1
+    try:
+        seat = workshop.join(args.line)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except redis.RedisError as exc:
+        print(f"error: the room did not accept this join line ({exc}); check it, and that you are on the "
+              "workshop's network", file=sys.stderr)
+        return 1
+    print(f"Joined the room at {seat.address} as {seat.learner}. Check with `python -m course_lib doctor`.")
+    return 0
+
+
 def cmd_watch(args: argparse.Namespace) -> int:
     """Fork the watchdog off (see `runtime.watch`); the parent prints its pid and returns at once."""
     child = os.fork()
@@ -144,7 +178,18 @@ def main(argv: list[str] | None = None) -> int:
     reset_parser = commands.add_parser("reset", help="a chapter's notebook back to its committed state (yours is kept)")
     reset_parser.add_argument("chapter", help="the chapter's number, e.g. 05")
     commands.add_parser("watch", parents=[common])
+    doctor_parser = commands.add_parser("doctor", help="check this machine is ready for the course")
+    doctor_parser.add_argument("--lab-port", type=int, default=8888, help="the port JupyterLab will use")
+    commands.add_parser("workshop", add_help=False,  # its own parser (`course_lib.workshop.main`) reads the rest
+                        help="run a workshop room: start --roster FILE | status | stop | reset LEARNER")
+    join_parser = commands.add_parser("join", help="join a workshop room with the line the instructor sent")
+    join_parser.add_argument("line", nargs="?")
+    join_parser.add_argument("--leave", action="store_true", help="forget the room")
     args, rest = parser.parse_known_args(argv)
+    if args.command == "workshop":
+        from course_lib import workshop
+
+        return workshop.main(rest)
     if rest and args.command != "lab":
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
@@ -153,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "watch":
             return cmd_watch(args)
         return {"up": cmd_up, "down": cmd_down, "status": cmd_status, "progress": cmd_progress,
-                "reset": cmd_reset}[args.command](args)
+                "reset": cmd_reset, "doctor": cmd_doctor, "join": cmd_join}[args.command](args)
     except ServerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

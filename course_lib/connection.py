@@ -68,7 +68,8 @@ def _course_settings(options: dict) -> dict:
             "socket_timeout": SOCKET_TIMEOUT, "socket_connect_timeout": CONNECT_TIMEOUT, **options}
 
 
-def _redact(url: str) -> str:
+def redact(url: str) -> str:
+    """`url` with its password replaced by `***`, fit to print."""
     return re.sub(r"(//[^:/@]*:)[^@]*@", r"\1***@", url)
 
 
@@ -117,7 +118,7 @@ def _advice(source: str) -> str:
 
 def _invalid_url(source: str, url: str, exc: Exception) -> CourseConnectionError:
     return CourseConnectionError(
-        f"{source}={_redact(url)!r} is not a usable Redis URL ({exc}). "
+        f"{source}={redact(url)!r} is not a usable Redis URL ({exc}). "
         "Write it as redis://host:port/db, or rediss://host:port/db for TLS."
     )
 
@@ -157,7 +158,7 @@ def connect(url: str | None = None, **options) -> redis.Redis:
         raise _invalid_url(source, url, exc) from None
     except redis.RedisError as exc:
         raise CourseConnectionError(
-            f"Cannot reach the Redis server at {_redact(url)} (from {source}): {str(exc).rstrip('.')}. {_advice(source)}"
+            f"Cannot reach the Redis server at {redact(url)} (from {source}): {str(exc).rstrip('.')}. {_advice(source)}"
         ) from None
 
 
@@ -188,7 +189,7 @@ def connect_cluster(**options) -> RedisCluster:
         if "not enabled" in str(exc):
             hint = f" The server answers but is not in cluster mode: point {source} at a cluster node."
         raise CourseConnectionError(
-            f"Cannot use the cluster at {_redact(url)} (from {source}): {str(exc).rstrip('.')}.{hint} {_advice(source)}"
+            f"Cannot use the cluster at {redact(url)} (from {source}): {str(exc).rstrip('.')}.{hint} {_advice(source)}"
         ) from None
 
 

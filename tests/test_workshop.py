@@ -1,0 +1,399 @@
+"""Shared machines and workshops: a password per embedded stack, the room server, joining, the board.
+
+Every test here uses its own runtime folder (or its own room folder), so the session's servers,
+which the other tests use, are never touched.
+"""
+
+import os
+import re
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import redis
+
+from course_lib import runtime
+from course_lib.connection import CLUSTER_URL_SETTING, REDIS_URL_SETTING, connect, connect_cluster
+from course_lib.servers import AUTH_FILE, pid_alive, wait_for
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "course_lib", *args], capture_output=True, text=True,
+                          timeout=120, cwd=REPO, env={**os.environ, **(env or {})})
+
+
+# --- shared machines: the embedded stack requires a password -------------------------------------
+
+@pytest.fixture(scope="module")
+def locked_stack(tmp_path_factory):
+    """A stack started with COURSE_REQUIRE_PASSWORD=1, kept until the module's tests are done."""
+    path = tmp_path_factory.mktemp("locked") / "runtime"
+    previous = os.environ.get(runtime.PASSWORD_SETTING)
+    os.environ[runtime.PASSWORD_SETTING] = "1"
+    try:
+        stack = runtime.up(path)
+    finally:
+        if previous is None:
+            del os.environ[runtime.PASSWORD_SETTING]
+        else:
+            os.environ[runtime.PASSWORD_SETTING] = previous
+    yield stack
+    runtime.down(path)
+
+
+def _owner_only(path: Path) -> bool:
+    return stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_a_client_without_the_password_is_refused(locked_stack):
+    for server in locked_stack.servers():
+        with redis.Redis(port=server.port, socket_timeout=2) as stranger:
+            with pytest.raises(redis.AuthenticationError):
+                stranger.ping()
+        with redis.Redis(port=server.port, password="guessed", socket_timeout=2) as guesser:
+            with pytest.raises(redis.AuthenticationError):
+                guesser.ping()
+
+
+def test_the_password_is_owner_only_and_not_in_the_process_list(locked_stack):
+    password = locked_stack.password
+    assert password and len(password) >= 40
+    assert _owner_only(locked_stack.folder / runtime.PASSWORD_FILE)
+    for server in locked_stack.servers():
+        assert _owner_only(Path(server.dir) / AUTH_FILE)
+        assert password not in Path(f"/proc/{server.pid}/cmdline").read_text()
+    assert password not in (locked_stack.folder / "state.json").read_text()
+
+
+def test_course_clients_and_kernels_use_the_password(locked_stack, monkeypatch):
+    # The settings `lab` and the test session export to kernels carry it in the URLs.
+    for name, value in locked_stack.settings().items():
+        monkeypatch.setenv(name, value)
+    with connect() as client:
+        assert client.ping()
+    cluster = connect_cluster()
+    try:
+        cluster.set("course:workshop:probe", "1")  # a write reaches a primary through the cluster client
+        assert cluster.get("course:workshop:probe") == "1"
+    finally:
+        cluster.delete("course:workshop:probe")
+        cluster.close()
+    # Replicas reached their primaries with masterauth: every link is up.
+    assert runtime._cluster_ready(locked_stack.cluster)
+
+
+def test_the_cli_works_and_never_prints_the_password(locked_stack):
+    status = _cli("status", "--runtime-dir", str(locked_stack.folder))
+    assert status.returncode == 0, status.stderr
+    assert locked_stack.password not in status.stdout
+    assert "***" in status.stdout and "owner-only" in status.stdout
+
+
+def test_a_replaced_server_keeps_the_password(locked_stack, monkeypatch):
+    monkeypatch.setenv(REDIS_URL_SETTING, locked_stack.redis_url)
+    monkeypatch.setenv(CLUSTER_URL_SETTING, locked_stack.cluster_url)
+    monkeypatch.setenv(runtime.RUNTIME_DIR_SETTING, str(locked_stack.folder))
+    os.kill(locked_stack.standalone.pid, 9)
+    wait_for(lambda: not pid_alive(locked_stack.standalone.pid), 10, "the killed server to exit")
+    with connect() as client:  # connect() replaces the dead embedded server on the same port
+        assert client.ping()
+    healed = runtime.load(locked_stack.folder)
+    assert healed.password == locked_stack.password and healed.redis_url == locked_stack.redis_url
+    with redis.Redis(port=healed.standalone.port, socket_timeout=2) as stranger:
+        with pytest.raises(redis.AuthenticationError):
+            stranger.ping()
+
+
+def test_the_watchdog_stops_a_password_stack(tmp_path, monkeypatch):
+    monkeypatch.setenv(runtime.PASSWORD_SETTING, "1")
+    owner = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        stack = runtime.up(tmp_path / "runtime", owner=owner.pid)
+        pids = [server.pid for server in stack.servers()]
+        assert stack.password
+    finally:
+        owner.communicate("")  # the owner exits: the watchdog must stop the servers
+    try:
+        wait_for(lambda: not any(pid_alive(pid) for pid in pids), 30, "the watchdog to stop every server")
+        assert not (tmp_path / "runtime" / "state.json").exists()
+    finally:
+        runtime.down(tmp_path / "runtime")
+
+
+def test_without_the_setting_no_password_is_required(tmp_path, monkeypatch):
+    monkeypatch.delenv(runtime.PASSWORD_SETTING, raising=False)
+    from course_lib.servers import find_binary, scratch_server
+
+    with scratch_server(binary=find_binary()) as server:
+        assert server.password is None
+        with redis.Redis(port=server.port, socket_timeout=2) as client:
+            assert client.ping()
+
+
+# --- the room: one server, one ACL user per learner ----------------------------------------------
+
+from course_lib import workshop  # noqa: E402
+from course_lib.servers import find_binary  # noqa: E402
+
+LAN = "127.0.0.2"  # a stand-in for the instructor's LAN address: learners connect to it, not to 127.0.0.1
+
+
+@pytest.fixture(scope="module")
+def room(tmp_path_factory):
+    """A room for alice and bob, on the session's engine, bound to 127.0.0.2."""
+    folder = tmp_path_factory.mktemp("room")
+    started = workshop.start("# the roster\nalice\nbob  # late\n\n", bind=LAN, folder=folder, binary=find_binary())
+    yield started
+    workshop.stop(folder)
+
+
+def _learner(room, name, **options):
+    seat = workshop.parse_join_line(room.join_line(name))
+    assert seat.host == LAN
+    return workshop.room_client(seat, **options)
+
+
+@pytest.fixture
+def alice(room):
+    with _learner(room, "alice") as client:
+        yield client
+
+
+@pytest.fixture
+def bob_key(room):
+    """A key and a channel of bob's, written by bob; deleted after the test."""
+    with _learner(room, "bob") as bob:
+        name = workshop.learner_prefix("bob") + "secret"
+        bob.set(name, "bob's")
+        yield name
+        bob.delete(name)
+        assert bob.exists(name) == 0
+
+
+def test_the_room_has_no_open_door(room):
+    with redis.Redis(host=LAN, port=room.port, socket_timeout=2) as anonymous:
+        with pytest.raises(redis.AuthenticationError):
+            anonymous.ping()
+    # The password the server was started with belonged to `default`, which is now off.
+    bootstrap = workshop.Room.server(room).password
+    with redis.Redis(host=LAN, port=room.port, password=bootstrap, socket_timeout=2) as old_default:
+        with pytest.raises(redis.AuthenticationError):
+            old_default.ping()
+    with redis.Redis(host=LAN, port=room.port, username="alice", password="guessed", socket_timeout=2) as guesser:
+        with pytest.raises(redis.AuthenticationError):
+            guesser.ping()
+
+
+def test_room_files_are_owner_only_and_the_server_holds_no_password(room):
+    folder = Path(room.dir).parent
+    for name in ("room.json", "credentials.txt"):
+        assert _owner_only(folder / name)
+    assert (folder / "credentials.txt").read_text().count("redis://") == 2
+    with room.instructor_client() as instructor:
+        rules = " ".join(instructor.acl_list())
+    for seat in room.learners.values():
+        assert seat["password"] not in rules
+    assert room.instructor not in rules
+
+
+def test_a_learner_works_in_their_own_namespace(alice):
+    own = workshop.learner_prefix("alice") + "counter"
+    assert alice.incr(own) == 1
+    assert alice.acl_whoami() == "alice"
+    alice.delete(own)
+
+
+@pytest.mark.parametrize("command", [
+    ("GET", "{key}"), ("SET", "{key}", "alice's"), ("DEL", "{key}"), ("UNLINK", "{key}"), ("EXISTS", "{key}"),
+    ("TYPE", "{key}"), ("EXPIRE", "{key}", "1"), ("RENAME", "{key}", "course:alice:stolen"),
+    ("COPY", "{key}", "course:alice:copy"), ("HSET", "{key}", "f", "v"), ("XADD", "{key}", "*", "f", "v"),
+    ("DUMP", "{key}"), ("OBJECT", "ENCODING", "{key}"),
+    ("EVAL", "return redis.call('GET', KEYS[1])", "1", "{key}"),
+], ids=lambda command: command[0] if command[0] != "OBJECT" else "OBJECT ENCODING")
+def test_a_learner_cannot_touch_another_learners_key(alice, bob_key, room, command):
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        alice.execute_command(*[part.format(key=bob_key) for part in command])
+    with _learner(room, "bob") as bob:
+        assert bob.get(bob_key) == "bob's" and bob.ttl(bob_key) == -1
+
+
+def test_a_script_cannot_reach_a_key_it_did_not_declare(alice, bob_key):
+    with pytest.raises(redis.ResponseError, match="can't access|No permissions to access a key"):
+        alice.eval(f"return redis.call('GET', '{bob_key}')", 1, workshop.learner_prefix("alice") + "x")
+
+
+def test_a_learner_cannot_list_another_learners_keys(alice, bob_key, room):
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        alice.keys("*")
+    if room.engine == "Valkey":
+        # Each learner has a database of their own (ACL db=): SCAN lists only theirs.
+        mine = workshop.learner_prefix("alice") + "listed"
+        alice.set(mine, 1)
+        assert list(alice.scan_iter(count=1000)) == [mine]
+        alice.delete(mine)
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            alice.execute_command("SELECT", room.learners["bob"]["db"])
+    else:
+        # Redis 7.0 cannot filter SCAN's reply by key pattern, so learners may not SCAN at all.
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            alice.scan(0)
+
+
+@pytest.mark.parametrize("subscribe", [
+    ("subscribe", "course:bob:room"), ("psubscribe", "course:bob:*"), ("psubscribe", "*"),
+    ("psubscribe", "__keyspace@*"), ("psubscribe", "__keyevent@*"), ("subscribe", "__keyevent@0__:set"),
+])
+def test_a_learner_cannot_listen_to_another_learners_channels(alice, subscribe):
+    method, channel = subscribe
+    pubsub = alice.pubsub()
+    try:
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            getattr(pubsub, method)(channel)
+            pubsub.get_message(timeout=2)  # RESP3 delivers the refusal as the reply to (P)SUBSCRIBE
+    finally:
+        pubsub.close()
+
+
+def test_a_learner_cannot_publish_to_another_learners_channel(alice):
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        alice.publish("course:bob:room", "hello from alice")
+
+
+def test_keyspace_notifications_reach_only_the_keys_owner(alice, room):
+    """A learner may subscribe to the notifications of their own keys, and receives only theirs."""
+    prefix = workshop.learner_prefix("alice")
+    db = room.learners["alice"]["db"]
+    with room.instructor_client() as instructor:
+        instructor.config_set("notify-keyspace-events", "K$")
+    pubsub = alice.pubsub(ignore_subscribe_messages=True)
+    try:
+        pubsub.psubscribe(f"__keyspace@{db}__:{prefix}*")
+        pubsub.get_message(timeout=1)
+        with _learner(room, "bob") as bob:
+            bob.set("course:bob:noisy", 1)
+            bob.delete("course:bob:noisy")
+        alice.set(prefix + "watched", 1)
+        received = pubsub.get_message(timeout=5)
+        assert received["channel"] == f"__keyspace@{db}__:{prefix}watched"  # bob's SET came first and was not seen
+        alice.delete(prefix + "watched")
+    finally:
+        pubsub.close()
+        with room.instructor_client() as instructor:
+            instructor.config_set("notify-keyspace-events", "")
+
+
+@pytest.mark.parametrize("command", [
+    ("FLUSHALL",), ("FLUSHDB",), ("CONFIG", "GET", "*"), ("CONFIG", "SET", "maxmemory", "1"), ("SHUTDOWN", "NOSAVE"),
+    ("DEBUG", "SLEEP", "0"), ("MONITOR",), ("ACL", "SETUSER", "alice", "~*"), ("ACL", "LIST"),
+    ("ACL", "GETUSER", "bob"), ("CLIENT", "KILL", "USER", "bob"), ("CLIENT", "LIST"), ("CLIENT", "PAUSE", "100"),
+    ("FUNCTION", "FLUSH"), ("FUNCTION", "DELETE", "lib"), ("SCRIPT", "FLUSH"), ("SWAPDB", "0", "1"),
+    ("KEYS", "*"), ("SAVE",), ("BGREWRITEAOF",), ("REPLICAOF", "127.0.0.1", "1"), ("MODULE", "LIST"),
+], ids=lambda command: " ".join(command[:2]) if command[0] in {"CONFIG", "ACL", "CLIENT", "FUNCTION"} else command[0])
+def test_a_learner_cannot_run_room_wide_commands(alice, bob_key, room, command):
+    # NOPERM from the ACL; DEBUG is refused even before it, since the room disables it outright.
+    with pytest.raises(redis.ResponseError, match="(?i)permission|DEBUG command not allowed"):
+        alice.execute_command(*command)
+    assert room.server().alive()
+    with _learner(room, "bob") as bob:
+        assert bob.get(bob_key) == "bob's"
+
+
+def test_what_the_engine_cannot_isolate(alice, bob_key, room):
+    """Documented in course_lib.workshop: INFO shows the whole server; PSUBSCRIBE only the exact granted pattern."""
+    keyspace = alice.info("keyspace")
+    bob_db = f"db{room.learners['bob']['db']}"
+    assert keyspace[bob_db]["keys"] >= 1  # bob's key count is visible to alice
+    assert int(alice.info("clients")["connected_clients"]) >= 2  # so is how many clients the room has
+    pubsub = alice.pubsub()
+    try:
+        pubsub.psubscribe("course:alice:*")  # the granted pattern itself is allowed
+        assert pubsub.get_message(timeout=2)["type"] == "psubscribe"
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            pubsub.psubscribe("course:alice:room:*")  # a narrower pattern of her own is not
+            pubsub.get_message(timeout=2)
+    finally:
+        pubsub.close()
+
+
+def test_reset_empties_one_learner_and_disconnects_them(room):
+    with _learner(room, "alice") as alice, _learner(room, "bob") as bob:
+        for index in range(3):
+            alice.set(f"course:alice:work:{index}", index)
+        bob.set("course:bob:kept", 1)
+        alice_id, bob_id = alice.client_id(), bob.client_id()
+        assert workshop.reset("alice", folder=Path(room.dir).parent) == 3
+        with room.instructor_client() as instructor:
+            connected = {int(entry["id"]) for entry in instructor.client_list()}
+        assert alice_id not in connected and bob_id in connected
+        assert bob.get("course:bob:kept") == "1"
+        bob.delete("course:bob:kept")
+    with pytest.raises(workshop.RosterError, match="not on this room's roster"):
+        workshop.reset("mallory", folder=Path(room.dir).parent)
+
+
+@pytest.mark.parametrize("roster, problem", [
+    ("alice\nalice\n", "'alice' is already on line 1"),
+    ("alice\nBob\n", "'Bob' is not a safe name"),
+    ("alice\nbob smith\n", "'bob smith' is not a safe name"),
+    ("alice\n../etc\n", "'../etc' is not a safe name"),
+    ("alice\ncourse:*\n", "is not a safe name"),
+    ("instructor\n", "'instructor' is reserved"),
+    ("default\n", "'default' is reserved"),
+    ("# nobody yet\n\n", "names no learner"),
+])
+def test_a_bad_roster_starts_nothing(tmp_path, roster, problem):
+    with pytest.raises(workshop.RosterError, match=re.escape(problem)):
+        workshop.start(roster, folder=tmp_path, binary=find_binary())
+    assert workshop.load(tmp_path) is None and not list(tmp_path.iterdir())
+
+
+def test_every_roster_problem_is_listed_at_once():
+    with pytest.raises(workshop.RosterError) as raised:
+        workshop.parse_roster("ok_name\nBad\nok_name\n")
+    assert "line 2" in str(raised.value) and "line 3" in str(raised.value)
+
+
+def test_the_workshop_command_line(tmp_path):
+    roster = tmp_path / "roster.txt"
+    roster.write_text("carol\ndave\n")
+    room_dir = str(tmp_path / "room")
+    started = _cli("workshop", "--room-dir", room_dir, "start", "--roster", str(roster), "--bind", LAN,
+                   env={"COURSE_SERVER_BINARY": find_binary().path})
+    try:
+        assert started.returncode == 0, started.stderr
+        lines = [line for line in started.stdout.splitlines() if "course_lib join redis://" in line]
+        assert [line.split(":")[0].strip() for line in lines] == ["carol", "dave"]
+        again = _cli("workshop", "--room-dir", room_dir, "start", "--roster", str(roster))
+        assert again.returncode == 1 and "already running" in again.stderr
+        status = _cli("workshop", "--room-dir", room_dir, "status")
+        assert status.returncode == 0 and "carol" in status.stdout and "not connected" in status.stdout
+    finally:
+        stopped = _cli("workshop", "--room-dir", room_dir, "stop")
+    assert stopped.returncode == 0 and "Stopped the room" in stopped.stdout
+    assert not (tmp_path / "room" / "credentials.txt").exists()
+    bad = tmp_path / "bad.txt"
+    bad.write_text("carol\ncarol\n")
+    refused = _cli("workshop", "--room-dir", room_dir, "start", "--roster", str(bad))
+    assert refused.returncode == 1 and "already on line 1" in refused.stderr and "nothing was started" in refused.stderr
+
+
+# --- joining a room ------------------------------------------------------------------------------
+
+def test_join_checks_the_line_and_keeps_it_owner_only(room, tmp_path):
+    env = {runtime.RUNTIME_DIR_SETTING: str(tmp_path / "runtime")}
+    joined = _cli("join", room.join_line("alice"), env=env)
+    assert joined.returncode == 0, joined.stderr
+    assert f"as alice" in joined.stdout
+    saved = tmp_path / "runtime" / "workshop.json"
+    assert _owner_only(saved) and room.learners["alice"]["password"] in saved.read_text()
+    wrong = room.join_line("alice").replace(room.learners["alice"]["password"], "not-the-password")
+    refused = _cli("join", wrong, env=env)
+    assert refused.returncode == 1 and "did not accept" in refused.stderr
+    garbled = _cli("join", "alice@somewhere", env=env)
+    assert garbled.returncode == 1 and "a join line looks like" in garbled.stderr
+    left = _cli("join", "--leave", env=env)
+    assert left.returncode == 0 and not saved.exists()

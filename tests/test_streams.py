@@ -390,6 +390,25 @@ def _handled_with(read, ack_failed=False, catch=True, result=len):
     return answer
 
 
+def _acked_and_deleted(client, stream, group, consumer, handler):
+    """Tidy but wrong: each handled entry is acknowledged and deleted from the stream in one MULTI."""
+    handled = 0
+    for entry_id, fields in _read_new(client, stream, group, consumer):
+        try:
+            handler(fields)
+        except Exception:
+            continue
+        with client.pipeline(transaction=True) as pipe:
+            pipe.xack(stream, group, entry_id).xdel(stream, entry_id).execute()
+        handled += 1
+    return handled
+
+
+def _dead_lettered_and_deleted(client, stream, group, dead_stream, entry_id, fields):
+    with client.pipeline(transaction=True) as pipe:
+        pipe.xadd(dead_stream, fields).xack(stream, group, entry_id).xdel(stream, entry_id).execute()
+
+
 def test_exercise_ack_after_processing_accepts_the_reference_and_a_batched_xack(r):
     assert evaluate(checkers.check_ack_after_processing, r, reference.ack_after_processing).passed
 
@@ -416,6 +435,7 @@ def test_exercise_ack_after_processing_accepts_the_reference_and_a_batched_xack(
     (_handled_with(lambda c, s, g, n: _read_new(c, s, g, n, block=1200)), "block at most 500 ms"),
     (_handled_with(lambda c, s, g, n: _read_new(c, s, g, n, block=800)), "wait up to 800 ms"),  # fast, yet too long
     (_handled_with(lambda c, s, g, n: _read_new(c, s, g, "worker-1")), "not for the `consumer` argument"),
+    (_acked_and_deleted, "deleting it (XDEL) takes it from every other group"),
     (_handled_with(lambda c, s, g, n: _read_new(c, s, g, n, count=None)), "at most 10 at a time"),
     (_handled_with(lambda c, s, g, n: streams.entries(c.xreadgroup(g, n, {s: "0"}, count=10))),
      "the handler completed for []"),
@@ -499,6 +519,7 @@ def test_exercise_claim_or_dead_letter_accepts_the_reference_and_an_unusual_corr
     (_claim_answer(_in_multi, claimed=lambda *args: _claimed_pages(*args, restart=True)),
      "claimed again within the same call"),
     (_claim_answer(_in_multi, catch=False), "raised RuntimeError"),
+    (_claim_answer(_dead_lettered_and_deleted), "the stream held 4 entries and holds 3 after your call"),
     # one page big enough for the checker's first backlog, and no cursor followed
     (_claim_answer(_in_multi, claimed=lambda *args: _claimed_pages(*args, pages=1, count=1000)),
      "with 1002 entries pending only 1000 were handled"),

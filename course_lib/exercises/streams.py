@@ -147,10 +147,11 @@ def check_ack_after_processing(client, solution) -> None:
 
     `solution(client, stream, group, consumer, handler)` reads up to 10 new entries for `consumer`
     (XREADGROUP ... >, through `client`), waiting at most 500 ms when there is nothing new, and calls
-    `handler(fields)` for each; it acknowledges an entry only once its handler has returned. If a
-    handler raises, that entry stays pending (held by `consumer`) and the others go on. Returns how
-    many entries were handled, an int (0 when there was nothing new). The wait is read from the
-    BLOCK the learner sends (timing alone would let 800 ms through on a fast machine).
+    `handler(fields)` for each; it acknowledges an entry only once its handler has returned, and
+    never deletes one (other groups read the same stream). If a handler raises, that entry stays
+    pending (held by `consumer`) and the others go on. Returns how many entries were handled, an
+    int (0 when there was nothing new). The wait is read from the BLOCK the learner sends (timing
+    alone would let 800 ms through on a fast machine).
     """
     stream = exercise_prefix(check_ack_after_processing) + "{ex}:orders"
     client.xgroup_create(stream, "mailer", id="0", mkstream=True)
@@ -183,6 +184,10 @@ def check_ack_after_processing(client, solution) -> None:
             names = sorted(name for name, entry_id in ids.items() if entry_id in pending)
             raise ExerciseFailed(f"pending afterwards: {names}, expected only ['boom']: acknowledge each entry whose "
                                  "handler returned, and leave the failed one unacknowledged")
+        if client.xlen(stream) != len(ids):
+            raise ExerciseFailed(f"the stream held {len(ids)} entries and holds {client.xlen(stream)} after your call: "
+                                 "acknowledging marks an entry done for this group; deleting it (XDEL) takes it from "
+                                 "every other group and from the stream's history")
         if pending[ids["boom"]]["consumer"] != consumer:
             raise ExerciseFailed(f"the failed entry is pending for {pending[ids['boom']]['consumer']!r}, not for the "
                                  f"`consumer` argument ({consumer!r}): read as the consumer you are given")
@@ -272,8 +277,8 @@ def check_claim_or_dead_letter(client, solution) -> None:
     than `max_deliveries` times is moved to `dead_stream` (with its fields) without calling `handler`:
     the copy and its acknowledgement happen together, so a crash between two commands can neither
     lose the entry nor leave it both dead-lettered and pending. The others go to `handler(fields)`
-    and are acknowledged once it returns; an entry whose handler raises stays pending and the others
-    go on. Every entry is claimed once per call; with nothing pending the call does nothing. Pages
+    and are acknowledged once it returns (no entry is deleted from `stream`: other groups read it);
+    an entry whose handler raises stays pending and the others go on. Every entry is claimed once per call; with nothing pending the call does nothing. Pages
     are bounded (COUNT at most 1000), so a backlog of any size is claimed page by page: a backlog
     that fits in the learner's one page is followed by one a page larger.
     """
@@ -310,6 +315,10 @@ def check_claim_or_dead_letter(client, solution) -> None:
         raise ExerciseFailed(f"handled {sorted(handled)}, expected ['fresh', 'twice']: claim every pending entry "
                              "(min idle time 0) and pass each one still under the limit to the handler; keep going "
                              "when one raises")
+    if client.xlen(stream) != len(names):
+        raise ExerciseFailed(f"the stream held {len(names)} entries and holds {client.xlen(stream)} after your call: "
+                             "acknowledging (or dead-lettering) marks an entry done for this group; deleting it (XDEL) "
+                             "takes it from every other group and from the stream's history")
     left = sorted(name for name, entry_id in ids.items() if entry_id in pending)
     if left != ["boom"]:
         raise ExerciseFailed(f"pending afterwards: {left}, expected only ['boom'] (its handler raised): acknowledge "

@@ -3,7 +3,7 @@
 Keys written (all under `course:pipelines:`, deleted again when each run ends):
 - `bench:<n>`: strings, the SETs of `run_round_trips` and `run_batch_sizes`;
 - `interleave:seen` (string) and `interleave:gate` (list): `run_interleaving`;
-- `multi:<n>`: strings, `run_multi_key` and `run_asyncio`.
+- `multi:{batch}:<n>`: strings, `run_multi_key` and `run_asyncio`.
 
 The widget starts in a fixed state (nbval compares its text form) and measures only when the
 learner moves its slider or presses its button.
@@ -291,7 +291,8 @@ async def _asyncio_ways(client, names: list[str], rounds: int, max_connections: 
         for aclient in clients.values():
             await aclient.aclose()
             await aclient.connection_pool.disconnect()
-    trips = {ONE_AT_A_TIME: len(names), GATHERED: len(names), PIPELINED: -(-len(names) // (pipeline_size or len(names)))}
+    pipelines = -(-len(names) // (pipeline_size or len(names)))
+    trips = {ONE_AT_A_TIME: len(names), GATHERED: len(names), PIPELINED: pipelines}
     rows = []
     for n, way in enumerate(ways):
         median = statistics.median(times[way])

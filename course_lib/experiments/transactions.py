@@ -269,11 +269,11 @@ def run_busy_script(passes: int = 2_000_000_000, write: bool = False, busy_ms: i
     The server's `busy-reply-threshold` is `busy_ms` (default 5,000 ms): until a script has run that
     long the server answers nobody; after, it answers every other client's command with a BUSY error,
     except SCRIPT KILL and SHUTDOWN NOSAVE. One client runs `transactions_busy.lua` for `passes` loop
-    passes (the default takes many seconds; with `write`, it SETs a key first); another PINGs until a PING is answered BUSY or
-    the script ended, then sends SCRIPT KILL. A script that has written cannot be killed (UNKILLABLE:
-    stopping it halfway would leave half its writes), so then SHUTDOWN NOSAVE stops the server
-    and everything since its last save is lost. Every wait is bounded by `timeout` seconds; the server
-    is stopped on return.
+    passes (the default takes many seconds; with `write`, it SETs a key first); another PINGs until
+    a PING is answered BUSY or the script ended, then sends SCRIPT KILL. A script that has written
+    cannot be killed (UNKILLABLE: stopping it halfway would leave half its writes), so then SHUTDOWN
+    NOSAVE stops the server and everything since its last save is lost. Every wait is bounded by
+    `timeout` seconds; the server is stopped on return.
 
     Returns rows: step, reply, ms (the longest PING wait, for the PING row only);
     `.attrs["server_pid"]` is the scratch server's process, stopped on return.

@@ -8,7 +8,7 @@ import pytest
 from redis.exceptions import WatchError
 
 from course_lib.exercises import ExerciseFailed, returned
-from course_lib.exercises.adversary import (Adversary, ProcessesFailed, SimulatedCrash, every_crash,
+from course_lib.exercises.adversary import (Adversary, ProcessesFailed, SimulatedCrash, bounded, every_crash,
                                             every_interleaving, run_in_processes)
 from course_lib.connection import connect
 
@@ -187,6 +187,22 @@ def test_sent_lists_each_round_trips_commands_with_arguments_and_a_record_names_
             pipe.mset({KEY: 2, OTHER: 3}).get(KEY).execute()
         assert adversary.sent == [[("SET", KEY, "1")], [("MSET", KEY, "2", OTHER, "3"), ("GET", KEY)]]
         assert interference.fired and interference.command == "MSET"
+
+
+def test_bounded_stops_a_loop_that_never_ends_with_a_hint(r):
+    def retries_for_ever(client):
+        while True:
+            try:
+                client.incr(KEY)
+            except Exception:  # a learner's broad except cannot swallow the stop
+                continue
+
+    with pytest.raises(ExerciseFailed, match="sent 50 round trips and had not returned"):
+        with bounded(r, round_trips=50) as adversary:
+            retries_for_ever(adversary.client)
+    assert r.get(KEY) == "50"
+    with bounded(r) as adversary:  # a call that ends is not stopped
+        assert adversary.client.incr(KEY) == 51
 
 
 def test_values_read_counts_the_values_in_the_replies_the_learner_read(r):

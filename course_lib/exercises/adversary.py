@@ -28,8 +28,9 @@ import os
 import queue
 import sys
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import redis
 
@@ -261,6 +262,27 @@ class Adversary(RoundTripCounter):
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+@contextmanager
+def bounded(client, round_trips: int = 1000) -> Iterator[Adversary]:
+    """An `Adversary` whose learner is stopped after `round_trips` round trips: a loop that never ends fails.
+
+    Use it for the learner's first calls, where a retry that can never succeed (its own write, outside
+    MULTI, aborts its WATCH every time) would otherwise hang the notebook.
+
+    Raises:
+        ExerciseFailed: the learner's function had not returned after `round_trips` round trips.
+    """
+    adversary = Adversary(client, crash_after=round_trips)
+    try:
+        yield adversary
+    except SimulatedCrash:
+        raise ExerciseFailed(f"your function sent {round_trips} round trips and had not returned: a loop that never "
+                             "ends (a retry that can never succeed, e.g. a write of your own outside MULTI aborts "
+                             "your WATCH every time). Make every loop end") from None
+    finally:
+        adversary.close()
 
 
 def every_crash(client, setup: Callable[[], None], call: Callable[[redis.Redis], object],

@@ -4,7 +4,8 @@ Every experiment starts its own private servers (`course_lib.persistence.durable
 are stopped and deleted when it returns; none touches the shared servers.
 
 Keys written, on those private servers only: `course:persistence:counter` (a string holding an
-integer, one INCR per numbered write) and, for `run_restart_times`, DEBUG POPULATE's `key:<n>` strings.
+integer, one INCR per numbered write), `course:persistence:counter:stream` (a stream, `run_stream_restart`)
+and, for `run_restart_times`, DEBUG POPULATE's `key:<n>` strings.
 """
 
 from __future__ import annotations
@@ -111,8 +112,12 @@ def snapshot_verdicts(loss: dict, after: int = 500) -> dict[str, bool]:
 
 
 def run_failover(confirmed: int = 10, unconfirmed: int = 5, cut: bool = True, replicas: int = 1,
-                 timeout_ms: int = 200, binary: ServerBinary | None = None) -> dict:
+                 timeout_ms: int = 200, config: dict[str, str] | None = None,
+                 binary: ServerBinary | None = None) -> dict:
     """A primary and a replica; INCR + WAIT each write; the link cut half-way; the primary killed; the replica promoted.
+
+    Both servers run `config` (default: AOF with `appendfsync everysec`, so that no one can blame
+    the loss on a missing AOF).
 
     `confirmed` writes while the link is up, then (if `cut`) the replica's link is cut and
     `unconfirmed` more writes follow, each acknowledged by the primary; `WAIT replicas timeout_ms`
@@ -123,7 +128,7 @@ def run_failover(confirmed: int = 10, unconfirmed: int = 5, cut: bool = True, re
     (the promoted replica's counter), lost (acknowledged, not on it) and confirmed_lost (confirmed
     by WAIT and lost all the same: 0 whenever WAIT asked for at least one replica).
     """
-    with primary_and_replica(binary=binary) as (primary, replica):
+    with primary_and_replica(config or aof("everysec"), binary) as (primary, replica):
         with primary.client() as client:
             seen = []  # per write: (its number, replicas that had it when WAIT returned)
             for n in range(confirmed + unconfirmed):
@@ -147,6 +152,30 @@ def failover_verdicts(failover: dict, unconfirmed: int = 5) -> dict[str, bool]:
         f"the {unconfirmed} writes the primary acknowledged after the cut were lost when its replica took over":
             failover["lost"] == unconfirmed,
         "WAIT had confirmed none of the lost writes": failover["confirmed_lost"] == 0,
+    }
+
+
+def run_stream_restart(config: dict[str, str], entries: int = 100, binary: ServerBinary | None = None) -> dict:
+    """XADD `entries` entries to a stream on a private server with `config`, SIGKILL it, restart, XLEN.
+
+    Returns acknowledged (entries XADD answered with an id) and survived (XLEN after the restart).
+    """
+    stream = COUNTER + ":stream"
+    with durable_server(config, binary) as server:
+        with server.client() as client:
+            acknowledged = sum(bool(client.xadd(stream, {"n": n})) for n in range(entries))
+        server.kill()
+        server.restart()
+        with server.client() as client:
+            survived = client.xlen(stream)
+    return {"acknowledged": acknowledged, "survived": survived}
+
+
+def stream_verdicts(without: dict, with_aof: dict) -> dict[str, bool]:
+    """The guide calls Streams persistent: a stream is exactly as persistent as the server's settings."""
+    return {
+        "a stream on a server without persistence is gone after a kill": without["survived"] == 0 < without["acknowledged"],
+        "the same stream on an AOF server kept every acknowledged entry": with_aof["survived"] == with_aof["acknowledged"],
     }
 
 

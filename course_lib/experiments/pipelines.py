@@ -209,7 +209,10 @@ def run_multi_key(client, keys: int = 1000, rounds: int = 20, per_command: int |
     one MSET/MGET (None: all in one): with 1, "MGET" is a pipeline of single-key MGETs, the setting
     that shows the verdicts fail.
 
-    Returns rows: way, round_trips, commands (per run of the way), median_ms.
+    Each way keeps its best run: an MGET of 1,000 keys lasts well under a millisecond, so one moment
+    of load from another program (the server waiting for a core) would otherwise decide it.
+
+    Returns rows: way, round_trips, commands (per run of the way), best_ms.
     """
     names = _multi_keys(keys)
     per_command = per_command or keys
@@ -246,19 +249,17 @@ def run_multi_key(client, keys: int = 1000, rounds: int = 20, per_command: int |
     counter.close()
     client.delete(*names)
     return pd.DataFrame([{"way": way, "round_trips": trips[way][0], "commands": trips[way][1],
-                          "median_ms": round(statistics.median(times[way]) * 1000, 3)} for way in ways])
+                          "best_ms": round(min(times[way]) * 1000, 3)} for way in ways])
 
 
 def multi_key_verdicts(frame: pd.DataFrame) -> dict[str, bool]:
     """The claims `run_multi_key` tests: one round trip each way, yet one MSET/MGET is at least 3x
     faster than a pipeline of 1,000 SETs/GETs (one command to build, dispatch and answer, not 1,000)."""
-    rows = frame.set_index("way")
+    best = frame.set_index("way")["best_ms"]
     return {
-        "every way took one round trip": bool((rows["round_trips"] == 1).all()),
-        "MSET is at least 3x faster than a pipeline of SETs":
-            bool(rows.loc["pipeline of SETs", "median_ms"] >= 3 * rows.loc["MSET", "median_ms"]),
-        "MGET is at least 3x faster than a pipeline of GETs":
-            bool(rows.loc["pipeline of GETs", "median_ms"] >= 3 * rows.loc["MGET", "median_ms"]),
+        "every way took one round trip": bool((frame["round_trips"] == 1).all()),
+        "MSET is at least 3x faster than a pipeline of SETs": bool(best["pipeline of SETs"] >= 3 * best["MSET"]),
+        "MGET is at least 3x faster than a pipeline of GETs": bool(best["pipeline of GETs"] >= 3 * best["MGET"]),
     }
 
 
@@ -295,9 +296,9 @@ async def _asyncio_ways(client, names: list[str], rounds: int, max_connections: 
     trips = {ONE_AT_A_TIME: len(names), GATHERED: len(names), PIPELINED: pipelines}
     rows = []
     for n, way in enumerate(ways):
-        median = statistics.median(times[way])
+        best = min(times[way])
         rows.append({"way": way, "connections": listed.count(f"course-async-{n}-{tag}"), "round_trips": trips[way],
-                     "median_ms": round(median * 1000, 2), "gets_per_s": round(len(names) / median)})
+                     "best_ms": round(best * 1000, 2), "gets_per_s": round(len(names) / best)})
     return rows
 
 
@@ -311,7 +312,9 @@ def run_asyncio(client, keys: int = 1000, rounds: int = 5, max_connections: int 
     one); 1 is the setting that shows the verdict fail. Runs in a loop of its own
     (`run_coroutine`), so it works from a notebook, a test or a script alike.
 
-    Returns rows: way, connections, round_trips, median_ms, gets_per_s.
+    Each way keeps its best run, so that a moment of load from another program does not decide it.
+
+    Returns rows: way, connections, round_trips, best_ms, gets_per_s.
     """
     names = _multi_keys(keys)
     client.mset(dict.fromkeys(names, "x"))
@@ -325,9 +328,9 @@ def run_asyncio(client, keys: int = 1000, rounds: int = 5, max_connections: int 
 def asyncio_verdicts(frame: pd.DataFrame) -> dict[str, bool]:
     """The claim `run_asyncio` tests: one pipeline does the GETs at least 3x faster than as many
     concurrent coroutines (which also hold a whole pool of connections to do it)."""
-    median = frame.set_index("way")["median_ms"]
+    best = frame.set_index("way")["best_ms"]
     return {"one pipeline of 1,000 GETs is at least 3x faster than 1,000 concurrent coroutines":
-            bool(median[GATHERED] >= 3 * median[PIPELINED])}
+            bool(best[GATHERED] >= 3 * best[PIPELINED])}
 
 
 def batch_size_widget(client):

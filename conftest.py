@@ -13,12 +13,15 @@ import tempfile
 from course_lib import runtime
 from course_lib.connection import CLUSTER_URL_SETTING, REDIS_URL_SETTING
 from course_lib.progress import PROGRESS_FILE_SETTING
+from course_lib.workshop import WORKSHOP_URL_SETTING
 
 
 def pytest_sessionstart(session):
     # The notebooks' check() cells record outcomes: into a file of the session's, never the learner's.
     session.config.progress_folder = tempfile.mkdtemp(prefix="course-progress-")
     os.environ[PROGRESS_FILE_SETTING] = os.path.join(session.config.progress_folder, "progress.json")
+    # Nor do they report to a workshop room this machine has joined (a test that wants a room sets its own).
+    os.environ.setdefault(WORKSHOP_URL_SETTING, "off")
     if all(os.environ.get(name) for name in (REDIS_URL_SETTING, CLUSTER_URL_SETTING)):
         session.config.course_stack = None
         return

@@ -103,15 +103,25 @@ def learner_prefix(learner: str) -> str:
     return f"{PREFIX}:{learner}:"
 
 
+def board_key(learner: str) -> str:
+    """`course:board:alice`: the stream (in database 0) where alice's `check()` outcomes go."""
+    return f"{PREFIX}:board:{learner}"
+
+
 def learner_rules(learner: str, password: str, db: int, engine: str) -> list[str]:
-    """The ACL SETUSER rules of one learner (see the module docstring for what they allow)."""
+    """The ACL SETUSER rules of one learner (see the module docstring for what they allow).
+
+    A selector (the parenthesised rule) adds one more right: XADD to the learner's own board
+    stream, in database 0, and nothing else there (not even reading it back).
+    """
     prefix = learner_prefix(learner)
     rules = ["reset", "on", _sha256(password), f"~{prefix}*", f"&{prefix}*", f"&__keyspace@{db}__:{prefix}*",
              "+@all", "-@dangerous", "+info", "-function", "-script|flush", "-script|kill"]
     if engine == "Valkey":
-        rules.append(f"db={db}")
+        rules += [f"db={db}", f"(~{board_key(learner)} -@all +xadd db=0)"]
     else:
-        rules.append("-scan")  # Redis 7.0: SCAN would list every learner's keys
+        rules += ["-scan",  # Redis 7.0: SCAN would list every learner's keys
+                  f"(~{board_key(learner)} -@all +xadd)"]
     return rules
 
 
@@ -253,6 +263,7 @@ class Seat:
 
     url: str
     learner: str
+    password: str
     host: str
     port: int
     db: int
@@ -277,7 +288,7 @@ def parse_join_line(line: str) -> Seat:
             or db is None or not NAME_PATTERN.fullmatch(parts.username):
         raise ValueError("a join line looks like redis://<name>:<password>@<host>:<port>/<db>: "
                          "copy the whole line the instructor sent")
-    return Seat(url=line.strip(), learner=parts.username, host=parts.hostname, port=port, db=db)
+    return Seat(url=line.strip(), learner=parts.username, password=parts.password, host=parts.hostname, port=port, db=db)
 
 
 def _seat_file() -> Path:
@@ -287,8 +298,15 @@ def _seat_file() -> Path:
 
 
 def joined() -> Seat | None:
-    """This machine's seat: `COURSE_WORKSHOP_URL`, else what `join` saved; None outside a workshop."""
+    """This machine's seat: `COURSE_WORKSHOP_URL`, else what `join` saved; None outside a workshop
+    (and when the setting is `off`, as the test suite sets it: tests never report to a room).
+
+    Raises:
+        ValueError: the setting or the saved line is not a join line.
+    """
     line = os.environ.get(WORKSHOP_URL_SETTING, "").strip()
+    if line == "off":
+        return None
     if not line:
         with contextlib.suppress(OSError, ValueError, KeyError):
             line = json.loads(_seat_file().read_text())["url"]
@@ -313,6 +331,124 @@ def join(line: str) -> Seat:
     return seat
 
 
+REPORT_TIMEOUT = 0.5  # seconds: the most one report may add to a learner's check() (connect + reply)
+BOARD_LENGTH = 1000  # entries kept per learner (XADD MAXLEN ~)
+
+
+def report(exercise: str, status: str, seat: Seat | None = None) -> bool:
+    """Send one `check()` outcome to the room's board as `seat` (default: this machine's, if it joined a room).
+
+    Best-effort and bounded: one XADD on a fresh connection with REPORT_TIMEOUT-second timeouts and
+    no retry; any failure (no room, a wrong line, a network error) is swallowed and only returns
+    False, so a learner's check prints the same whatever the room does.
+    """
+    try:
+        seat = seat or joined()
+        if seat is None:
+            return False
+        with redis.Redis(host=seat.host, port=seat.port, username=seat.learner, password=seat.password, db=0,
+                         socket_timeout=REPORT_TIMEOUT, socket_connect_timeout=REPORT_TIMEOUT, retry=None) as client:
+            client.xadd(board_key(seat.learner), {"exercise": exercise, "status": status},
+                        maxlen=BOARD_LENGTH, approximate=True)
+        return True
+    except (redis.RedisError, OSError, ValueError):
+        return False
+
+
+class Board:
+    """The instructor's live learner x exercise table, read from every learner's board stream.
+
+    The Streams chapter's pattern: XREAD over all the streams, each from the last id already seen
+    (starting at 0), so each poll returns only new entries and none is missed between polls; with
+    `block_ms` it waits for the next entry instead of polling in a loop. The instructor's reading
+    changes nothing in the streams (no consumer group is needed: one reader, which keeps its place).
+    """
+
+    def __init__(self, room: Room):
+        self.room = room
+        self.last_ids = {board_key(name): "0-0" for name in room.learners}
+        self.latest: dict[str, dict[str, str]] = {name: {} for name in room.learners}  # learner -> exercise -> status
+        self.solved: dict[str, set[str]] = {name: set() for name in room.learners}
+        self.lag_ms: list[float] = []  # per entry: when the board saw it minus the time in its id
+
+    def poll(self, block_ms: int | None = None) -> int:
+        """Read what is new (waiting up to `block_ms` for something when given); returns how many entries."""
+        import time
+
+        with self.room.instructor_client(db=0, socket_timeout=5 + (block_ms or 0) / 1000) as client:
+            reply = client.xread(self.last_ids, block=block_ms, count=1000)
+        seen = time.time() * 1000
+        count = 0
+        for stream, entries in (reply.items() if isinstance(reply, dict) else reply or []):
+            learner = stream.rsplit(":", 1)[-1]
+            for entry_id, fields in entries:
+                self.latest[learner][fields["exercise"]] = fields["status"]
+                if fields["status"] == "passed":
+                    self.solved[learner].add(fields["exercise"])
+                self.lag_ms.append(seen - int(entry_id.split("-")[0]))
+                self.last_ids[stream] = entry_id
+                count += 1
+        return count
+
+    def table(self) -> str:
+        """One row per learner: solved count, then each exercise tried as PASS / FAIL / TODO (last outcome)."""
+        from course_lib import progress
+
+        # Columns named like the notebooks number them: 05.2 is chapter 05's second exercise.
+        labels = {progress.exercise_id(checker): f"{number}.{index}" for number, topic in progress.CHAPTERS.items()
+                  for index, checker in enumerate(progress.exercises(topic), start=1)}
+        tried = [exercise for exercise in labels if any(exercise in seen for seen in self.latest.values())]
+        marks = {"passed": "PASS", "failed": "FAIL", "not solved yet": "TODO"}
+        lines = [f"{'learner':<16} {'solved':>6}  " + "  ".join(labels[exercise] for exercise in tried)]
+        for learner, seen in self.latest.items():
+            cells = "  ".join(marks.get(seen.get(exercise, ""), "-").ljust(4) for exercise in tried)
+            lines.append(f"{learner:<16} {len(self.solved[learner]):>6}  {cells}".rstrip())
+        return "\n".join(lines)
+
+
+def board_widget(board: Board):
+    """The board in a notebook: the table, a Refresh button, and a Follow toggle that keeps it current.
+
+    Following runs one thread that blocks in XREAD (`Board.poll(block_ms=...)`) and redraws on each
+    new entry; switching it off ends the thread within a second. A room that stops answering ends
+    following too, and says so under the table (a thread must never print into other cells).
+    """
+    import html
+    import threading
+
+    import ipywidgets as w
+
+    table = w.HTML(value=f"<pre>{html.escape(board.table())}</pre>")
+    note = w.HTML(value="")
+    refresh = w.Button(description="Refresh")
+    follow = w.ToggleButton(description="Follow", value=False)
+
+    def redraw(_=None):
+        try:
+            board.poll()
+        except redis.RedisError as exc:
+            note.value = f"<i>the room did not answer: {html.escape(str(exc))}</i>"
+            return
+        table.value = f"<pre>{html.escape(board.table())}</pre>"
+
+    def following():
+        while follow.value:
+            try:
+                if board.poll(block_ms=1000):
+                    table.value = f"<pre>{html.escape(board.table())}</pre>"
+            except redis.RedisError as exc:
+                note.value = f"<i>stopped following: {html.escape(str(exc))}</i>"
+                follow.value = False
+
+    def on_follow(change):
+        if change["new"]:
+            threading.Thread(target=following, daemon=True, name="board-follow").start()
+
+    refresh.on_click(redraw)
+    follow.observe(on_follow, names="value")
+    return w.VBox([table, w.HBox([refresh, follow]), note])
+
+
 def leave() -> bool:
     """Forget the saved seat; True if there was one."""
     path = _seat_file()
@@ -333,6 +469,8 @@ def main(argv: list[str]) -> int:
     start_parser.add_argument("--roster", required=True, help="a file with one learner name per line")
     start_parser.add_argument("--bind", default="127.0.0.1", help="the address learners reach (default: loopback)")
     commands.add_parser("status", help="engine, address, learners connected and their keys")
+    progress_parser = commands.add_parser("progress", help="the learner x exercise board")
+    progress_parser.add_argument("--follow", action="store_true", help="keep printing as outcomes arrive (Ctrl-C stops)")
     commands.add_parser("stop", help="stop the room and delete its credentials")
     reset_parser = commands.add_parser("reset", help="delete one learner's keys and disconnect them")
     reset_parser.add_argument("learner")
@@ -349,10 +487,19 @@ def main(argv: list[str]) -> int:
             print(f"Room: {found['engine']} on {found['address']}")
             for name, seat in found["learners"].items():
                 print(f"  {name:<16} {'connected' if seat['connected'] else 'not connected':<14} {seat['keys']} keys")
+        elif args.command == "progress":
+            board = Board(_running(args.room_dir))
+            board.poll()
+            print(board.table())
+            while args.follow:
+                if board.poll(block_ms=2000):
+                    print("\n" + board.table())
         elif args.command == "stop":
             print("Stopped the room." if stop(args.room_dir) else "No room was recorded; nothing to stop.")
         else:
             print(f"Deleted {reset(args.learner, args.room_dir)} keys of {args.learner}; their clients were disconnected.")
+        return 0
+    except KeyboardInterrupt:  # how `progress --follow` ends
         return 0
     except (RosterError, ServerError, OSError, redis.RedisError) as exc:
         print(f"error: {exc}", file=sys.stderr)

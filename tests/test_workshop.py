@@ -397,3 +397,85 @@ def test_join_checks_the_line_and_keeps_it_owner_only(room, tmp_path):
     assert garbled.returncode == 1 and "a join line looks like" in garbled.stderr
     left = _cli("join", "--leave", env=env)
     assert left.returncode == 0 and not saved.exists()
+
+
+# --- the progress board --------------------------------------------------------------------------
+
+from course_lib.exercises import check  # noqa: E402
+from course_lib.exercises.data_types import check_top_scores  # noqa: E402
+from course_lib.exercises.solutions.data_types import top_scores  # noqa: E402
+
+
+def _unsolved(client, board, n):
+    raise NotImplementedError
+
+
+def test_check_reports_to_the_board_and_prints_the_same(room, monkeypatch, capsys):
+    check(check_top_scores, top_scores)
+    alone = capsys.readouterr().out
+    board = workshop.Board(room)
+    board.poll()
+    monkeypatch.setenv(workshop.WORKSHOP_URL_SETTING, room.join_line("alice"))
+    check(check_top_scores, top_scores)
+    assert capsys.readouterr().out == alone
+    check(check_top_scores, _unsolved)
+    capsys.readouterr()
+    assert board.poll(block_ms=2000) >= 1
+    board.poll(block_ms=200)
+    assert board.latest["alice"]["data_types.check_top_scores"] == "not solved yet"  # the last outcome
+    assert "data_types.check_top_scores" in board.solved["alice"]  # solved stays solved
+    rows = board.table().splitlines()
+    assert rows[0].split()[:3] == ["learner", "solved", "01.1"]
+    assert rows[1].split()[:3] == ["alice", "1", "TODO"] and rows[2].split()[:2] == ["bob", "0"]
+    assert all(lag >= 0 for lag in board.lag_ms)
+
+
+def test_reporting_is_bounded_and_silent_when_the_room_is_gone(room, monkeypatch, capsys):
+    from course_lib.servers import free_port
+    import time
+
+    nowhere = room.join_line("alice").replace(f":{room.port}/", f":{free_port()}/")
+    monkeypatch.setenv(workshop.WORKSHOP_URL_SETTING, nowhere)
+    started = time.perf_counter()
+    assert workshop.report("data_types.check_top_scores", "passed") is False
+    assert time.perf_counter() - started < 2 * workshop.REPORT_TIMEOUT + 1
+    monkeypatch.setenv(workshop.WORKSHOP_URL_SETTING, "not a join line")
+    check(check_top_scores, top_scores)
+    assert capsys.readouterr().out.startswith("[PASS]")
+
+
+def test_a_learner_can_only_append_to_their_own_board(room):
+    with redis.Redis(host=LAN, port=room.port, username="alice", password=room.learners["alice"]["password"],
+                     db=0, decode_responses=True) as alice:
+        alice.xadd(workshop.board_key("alice"), {"exercise": "x", "status": "passed"})
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            alice.xadd(workshop.board_key("bob"), {"exercise": "x", "status": "passed"})  # no forged outcomes
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            alice.xrange(workshop.board_key("alice"))  # nor reading anyone's
+
+
+def test_the_board_widget_refreshes(room):
+    board = workshop.Board(room)
+    widget = workshop.board_widget(board)
+    table, (refresh, follow), note = widget.children[0], widget.children[1].children, widget.children[2]
+    seat = workshop.parse_join_line(room.join_line("bob"))
+    assert workshop.report("caching.check_negative_caching", "failed", seat)
+    refresh.click()
+    assert "bob" in table.value and "FAIL" in table.value and note.value == ""
+
+
+def test_the_progress_command(room):
+    workshop.report("data_types.check_top_scores", "passed", workshop.parse_join_line(room.join_line("bob")))
+    shown = _cli("workshop", "--room-dir", str(Path(room.dir).parent), "progress")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.splitlines()[0].startswith("learner") and "01.1" in shown.stdout
+    bob = next(line for line in shown.stdout.splitlines() if line.startswith("bob"))
+    assert "PASS" in bob
+
+
+def test_the_instructor_notebook_passes_strict_nbval():
+    """workshop/instructor.ipynb is kept out of notebooks/ (the learners' sequence and the site), so it is run here."""
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "workshop/instructor.ipynb"],
+                            capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert " passed" in result.stdout.splitlines()[-1]

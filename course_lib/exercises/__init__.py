@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from course_lib import progress
+from course_lib import progress, workshop
 from course_lib.keys import delete_prefix
 
 
@@ -79,7 +79,11 @@ def evaluate(checker: Callable, client, solution: Callable) -> Outcome:
 
 
 def check(checker: Callable, solution: Callable, client=None) -> Outcome:
-    """Evaluate a learner's `solution` with `checker`, record it (`course_lib.progress`), print the one-line outcome, and return it."""
+    """Evaluate a learner's `solution` with `checker`, record it (`course_lib.progress`), print the one-line outcome, and return it.
+
+    A learner who joined a workshop room also reports the outcome to the room's board
+    (`course_lib.workshop.report`: best-effort, at most about a second, prints nothing).
+    """
     if client is None:
         from course_lib.connection import connect
 
@@ -90,4 +94,5 @@ def check(checker: Callable, solution: Callable, client=None) -> Outcome:
     except OSError:  # progress is a convenience: a read-only runtime folder must not break the check
         pass
     print(outcome)
+    workshop.report(progress.exercise_id(checker), outcome.status)  # to the room's board, if joined; silent
     return outcome

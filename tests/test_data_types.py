@@ -666,6 +666,25 @@ def cart_reads_back_after_adding(client, cart, item, quantity):
     return int(client.hget(cart, item))
 
 
+def cart_retries_for_ever(client, cart, item, quantity):
+    """A retry that can never succeed: a note written through the client (another connection) changes the
+    watched cart every time, so EXEC always aborts and the loop never ends."""
+    if quantity < 1:
+        raise ValueError("quantity")
+    with client.pipeline() as pipe:
+        while True:
+            try:
+                pipe.watch(cart)
+                total = int(pipe.hget(cart, item) or 0) + quantity
+                client.hset(cart, "last-added", item)
+                pipe.multi()
+                pipe.hset(cart, item, total)
+                pipe.execute()
+                return total
+            except WatchError:
+                continue
+
+
 def cart_accepts_any_quantity(client, cart, item, quantity):
     return client.hincrby(cart, item, quantity)
 
@@ -687,6 +706,7 @@ def cart_checks_after_writing(client, cart, item, quantity):
     (cart_watch_that_gives_up, "your own add of 3 was dropped"),
     (cart_reads_back_after_adding, "and you returned 17: return the quantity your own add made (7 here)"),
     (cart_accepts_any_quantity, "adding 0 apples was accepted"),
+    (cart_retries_for_ever, "sent 1000 round trips and had not returned: a loop that never ends"),
     (cart_checks_after_writing, "raised ValueError but changed the cart"),
 ])
 def test_add_to_cart_checker_fails_wrong_answers(r, wrong, hint):

@@ -423,6 +423,23 @@ def checks_then_counts(client, counter, limit, window):
     return True
 
 
+def watch_retried_for_ever(client, counter, limit, window):
+    """A retry that can never succeed: the TTL is set through the client (another connection) on every
+    attempt, which changes the watched counter, so EXEC always aborts."""
+    with client.pipeline() as pipe:
+        while True:
+            try:
+                pipe.watch(counter)
+                count = int(pipe.get(counter) or 0) + 1
+                client.expire(counter, window)
+                pipe.multi()
+                pipe.set(counter, count, keepttl=True)
+                pipe.execute()
+                return count <= limit
+            except WatchError:
+                continue
+
+
 def off_by_one(client, counter, limit, window):
     with client.pipeline(transaction=True) as pipe:
         count, _ = pipe.incr(counter).expire(counter, window, nx=True).execute()
@@ -458,6 +475,7 @@ def notebook_client(r):
     (checks_then_counts, "another app server took it right after your command 1 on the counter, and your request "
                          "was allowed too"),
     (off_by_one, "allowed, allowed, allowed, denied, denied"),
+    (watch_retried_for_ever, "a loop that never ends"),
     (notebook_r, "not the notebook's `r`"),
     (returns_the_count, "must return True (allowed) or False (denied)"),
 ], ids=lambda value: getattr(value, "__name__", "hint"))

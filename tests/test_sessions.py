@@ -326,7 +326,9 @@ SEEDED_ONCE = random.Random(7)
     (lambda: None, "returned None"),
     # random-looking, 256 bits long, yet only as guessable as the few random bits hashed
     (lambda: hashlib.sha256(os.urandom(4)).hexdigest(), "only 32 bits from the operating system's random source"),
-    (lambda: hashlib.sha256(str(secrets.randbelow(10**9)).encode()).hexdigest(), "only 32 bits"),
+    # randbelow draws 32 bits, and again when it rejects a draw: the fewest of 3 ids is counted
+    (lambda: hashlib.sha256(str(secrets.randbelow(10**9)).encode()).hexdigest(),
+     "bits from the operating system's random source"),
 ], ids=["sha256 of a counter", "sha256 of the time and pid", "sha256 of pid and counter", "a generator seeded once",
         "random.getrandbits", "uuid4: 122 bits", "uuid1", "constant", "cookie-unsafe", "bytes", "no return",
         "sha256 of 4 random bytes", "sha256 of a random number below a billion"])

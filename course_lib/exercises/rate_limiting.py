@@ -15,7 +15,7 @@ from __future__ import annotations
 from redis.exceptions import ResponseError
 
 from course_lib.exercises import ExerciseFailed, exercise_prefix, returned
-from course_lib.exercises.adversary import Adversary, every_crash, every_interleaving
+from course_lib.exercises.adversary import Adversary, bounded, every_crash, every_interleaving
 
 
 def _decision(value) -> bool:
@@ -45,7 +45,7 @@ def check_fixed_window(client, solution) -> None:
     prefix = exercise_prefix(check_fixed_window)
     counter, limit, window = prefix + "fixed:1", 3, 60
 
-    with Adversary(client) as adversary:
+    with bounded(client) as adversary:  # a retry that never ends is stopped
         answers = [_decision(solution(adversary.client, counter, limit, window)) for _ in range(limit + 2)]
         adversary.require_used()
     if answers != [True] * limit + [False] * 2:
@@ -158,7 +158,7 @@ def check_sliding_log(client, solution) -> None:
     steps = [(0, True), (100, True), (100, True), (300, False), (999, False), (1000, True), (1050, False),
              (1100, True), (1101, True), (1102, False)]
     log = prefix + "log:steps"
-    with Adversary(client) as adversary:
+    with bounded(client) as adversary:  # a retry that never ends is stopped
         for now_ms, expected in steps:
             got = _decision(solution(adversary.client, log, 3, 1000, now_ms))
             adversary.require_used()

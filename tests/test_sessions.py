@@ -394,6 +394,25 @@ def index_entries_first_then_sessions(client, prefix, user):
     return client.delete(*(f"{prefix}session:{i}" for i in ids))
 
 
+SCAN_IN_A_SCRIPT = """
+local deleted, cursor = 0, '0'
+repeat
+  local page = redis.call('SCAN', cursor, 'MATCH', ARGV[1] .. 'session:*', 'COUNT', 1000)
+  cursor = page[1]
+  for _, name in ipairs(page[2]) do
+    if redis.call('HGET', name, 'user') == ARGV[2] then deleted = deleted + redis.call('DEL', name) end
+  end
+until cursor == '0'
+redis.call('DEL', KEYS[1])
+return deleted
+"""
+
+
+def scan_inside_a_script(client, prefix, user):
+    """The index bypassed where the client cannot see it: the script walks the keyspace."""
+    return client.eval(SCAN_IN_A_SCRIPT, 1, f"{prefix}user:{user}", prefix, user)
+
+
 def fails_without_sessions(client, prefix, user):
     ids = client.smembers(f"{prefix}user:{user}")
     with client.pipeline(transaction=True) as pipe:
@@ -404,6 +423,7 @@ def fails_without_sessions(client, prefix, user):
 @pytest.mark.parametrize("wrong, hint", [
     (index_only, "still exist"),
     (scan_everything, "SCAN or KEYS"),
+    (scan_inside_a_script, "SCAN or KEYS"),
     (counts_the_index, "return how many"),
     (one_round_trip_per_session, "one per session"),
     (read_then_delete_the_index, "removing the whole index also removes ids added after you read it"),

@@ -10,7 +10,10 @@ one multi-key command, transaction or Lua script.
 The helpers here compute slots the way the server does (`key_slot`), read which primary owns them
 (`shards`, `shard_of`), and deal with the moments a cluster changes under a client: confirming a
 write reached a replica (`incr_replicated`, WAIT), waiting for a replica's promotion
-(`wait_for_promotion`) and starting a killed node again from its folder (`restart_node`).
+(`wait_for_promotion`) and starting a killed node again from its folder (`restart_node`). And the
+operator's side of a running cluster: adding a primary (`join`), moving a slot to it with its keys
+while clients work (`migrate_slot`), and settings that each node reads from its own configuration
+(`set_on_every_node`, `cluster_state`).
 
 Keys written: only `incr_replicated`'s counter (a string holding a number), named by the caller.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import redis
 
@@ -201,3 +205,91 @@ def wait_for_rejoin(node: Server, timeout: float) -> None:
         ServerError: it did not happen within `timeout` seconds.
     """
     wait_for(lambda: _answers_ok(node, "slave"), timeout, f"the node on port {node.port} to rejoin as a replica")
+
+
+# -- changing a running cluster: adding a primary, moving slots, settings --------------------------
+
+def node_id(node: redis.Redis) -> str:
+    """The node's cluster id (CLUSTER MYID), the name CLUSTER SETSLOT, REPLICATE and FORGET use."""
+    return node.execute_command("CLUSTER MYID")
+
+
+def join(members: list[Server], new: Server, timeout: float = 15.0) -> None:
+    """Introduce an empty cluster-enabled node `new` to the cluster of `members`, as a primary with no slot.
+
+    Command: CLUSTER MEET, sent to one member; gossip spreads the news to the others. Returns once
+    every member and `new` list each other without the `handshake` flag, and `new` reports
+    cluster_state ok (bounded waits on the cluster's own view, not sleeps). The node serves nothing until slots are moved to it
+    (`migrate_slot`); until then CLUSTER SLOTS, which redis-py builds its map from, does not list it.
+
+    Raises:
+        ServerError: the nodes did not all agree within `timeout` seconds.
+    """
+    with members[0].client() as client:
+        client.execute_command("CLUSTER MEET", "127.0.0.1", new.port, new.bus_port)
+    everyone = [*members, new]
+
+    def all_known() -> bool:
+        for node in everyone:
+            with node.client() as client:
+                known = client.cluster("nodes").values()
+            if len(known) != len(everyone) or any("handshake" in entry["flags"] for entry in known):
+                return False
+        return True
+
+    wait_for(all_known, timeout, f"every node to know the new node on port {new.port}")
+    # A new node answers CLUSTERDOWN (even to MIGRATE) until it has learnt who owns every slot.
+    wait_for(lambda: cluster_state(new) == "ok", timeout, f"the new node on port {new.port} to report cluster_state ok")
+
+
+def migrate_slot(source: redis.Redis, target: redis.Redis, slot: int, batch: int = 100,
+                 after_batch: Callable[[], object] | None = None) -> int:
+    """Move one hash slot, with its keys, from the primary `source` to the primary `target`, live.
+
+    Commands, in the order that keeps every key reachable:
+    1. CLUSTER SETSLOT slot IMPORTING on the target, then MIGRATING on the source. From now on the
+       source answers for the keys it still has and replies `ASK` for the others (a new key too);
+       the target serves a command only right after `ASKING`.
+    2. CLUSTER GETKEYSINSLOT and MIGRATE ... KEYS, `batch` keys at a time, until the source holds
+       none. MIGRATE is atomic per batch: each key is on one side or the other, never both or none.
+    3. CLUSTER SETSLOT slot NODE target on the target first (it bumps its config epoch, so the
+       cluster's gossip takes its claim), then on the source, which replies `MOVED` from then on.
+
+    `after_batch` runs after each MIGRATE (an experiment waits there for its writers). Not atomic
+    as a whole: a crash half-way leaves the slot MIGRATING/IMPORTING, to be finished or rolled
+    back with CLUSTER SETSLOT ... STABLE. Returns how many keys moved.
+    """
+    address = target.connection_pool.connection_kwargs
+    target.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", node_id(source))
+    source.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", node_id(target))
+    moved = 0
+    while keys := source.execute_command("CLUSTER GETKEYSINSLOT", slot, batch):
+        source.migrate(address["host"], address["port"], keys, 0, 5000)
+        moved += len(keys)
+        if after_batch is not None:
+            after_batch()
+    for node in (target, source):
+        node.execute_command("CLUSTER SETSLOT", slot, "NODE", node_id(target))
+    return moved
+
+
+def set_on_every_node(nodes: list[Server], **settings: str) -> None:
+    """CONFIG SET each setting (underscores for dashes) on every node: cluster settings are per node.
+
+    `cluster-require-full-coverage`, `cluster-allow-reads-when-down` and the like are read by each
+    node from its own configuration; set on one node only, the others go on behaving as before.
+    Not persisted (add CONFIG REWRITE for a node started from a config file).
+    """
+    for node in nodes:
+        with node.client() as client:
+            for name, value in settings.items():
+                client.config_set(name.replace("_", "-"), value)
+
+
+def cluster_state(node: Server) -> str | None:
+    """The node's own verdict on the cluster (CLUSTER INFO cluster_state: "ok" or "fail"); None if unreachable."""
+    try:
+        with node.client() as client:
+            return client.cluster("info")["cluster_state"]
+    except (redis.RedisError, OSError):
+        return None

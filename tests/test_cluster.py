@@ -1,8 +1,9 @@
-"""Chapter 09: hash slots, hash tags, redirections and a failover, against real clusters."""
+"""Chapter 09: hash slots, hash tags, redirections, failovers, resharding and coverage, against real clusters."""
 
 import binascii
 import re
 import time
+from pathlib import Path
 
 import pytest
 import redis
@@ -14,6 +15,8 @@ from course_lib.exercises import cluster as checkers
 from course_lib.exercises.solutions import cluster as reference
 from course_lib.experiments import cluster as experiments
 from course_lib.keys import key
+from course_lib.runtime import scratch_cluster
+from course_lib.servers import find_binary, is_our_server, start_server
 
 
 def _node_client(node):
@@ -307,3 +310,116 @@ def test_lost_reply_verdicts_turn_false_when_degraded():
     assert not no_stall["the retried INCR was applied twice for one write"]  # nothing was retried
     id_per_attempt = experiments.lost_reply_verdicts(experiments.run_lost_reply(id_per_attempt=True))
     assert not id_per_attempt["the retried SADD of one write id was applied once, and the retry was told so"]
+
+
+def _all_stopped(frame):
+    """No server the experiment started is still running (checked by pid and port)."""
+    return not any(is_our_server(pid, port) for port, pid in frame.attrs["servers"])
+
+
+def test_join_migrate_slot_and_settings_on_a_scratch_cluster():
+    binary = find_binary()
+    with scratch_cluster(binary) as nodes:
+        new = start_server(binary, Path(nodes[0].dir).parent, cluster=True)
+        nodes.append(new)  # stopped with the others on exit
+        cluster.join(nodes[:-1], new)
+        assert cluster.cluster_state(new) == "ok"
+        with nodes[0].client() as source, new.client() as target:
+            tag = next(f"{{m{i}}}" for i in range(1000) if cluster.shards(source)[0].owns(cluster.key_slot(f"m{i}")))
+            slot = cluster.key_slot(tag)
+            names = [f"{tag}:{i}" for i in range(25)]
+            source.mset({name: i for i, name in enumerate(names)})
+            batches = []
+            assert cluster.migrate_slot(source, target, slot, batch=10, after_batch=lambda: batches.append(1)) == 25
+            assert len(batches) == 3  # 10 + 10 + 5 keys
+            assert source.execute_command("CLUSTER COUNTKEYSINSLOT", slot) == 0
+            target.execute_command("READONLY")
+            assert target.mget(names) == [str(i) for i in range(25)]
+            with pytest.raises(MovedError) as caught:
+                source.get(names[0])
+            assert caught.value.node_addr == ("127.0.0.1", new.port)
+            owners = {shard.primary for shard in cluster.shards(target) if shard.owns(slot)}
+            assert owners == {f"127.0.0.1:{new.port}"}
+        cluster.set_on_every_node(nodes[:2], cluster_allow_reads_when_down="yes")
+        settings = []
+        for node in nodes[:3]:
+            with node.client() as client:
+                settings.append(client.config_get("cluster-allow-reads-when-down")["cluster-allow-reads-when-down"])
+        assert settings == ["yes", "yes", "no"]  # a per-node setting: the third node was not told
+        nodes[2].stop()
+        assert cluster.cluster_state(nodes[2]) is None
+        started = [(node.port, node.pid) for node in nodes]
+    assert not any(is_our_server(pid, port) for port, pid in started)
+
+
+def test_resharding_verdicts_hold_and_no_server_outlives_it():
+    frame = experiments.run_resharding()
+    verdicts = experiments.resharding_verdicts(frame)
+    assert all(verdicts.values()), (verdicts, frame.T, frame.attrs)
+    row = frame.iloc[0]
+    assert row.keys_before == 16 * 30 and row.acknowledged == row.attempted > 0
+    assert row.MOVED_sent >= 1 and row.ASK_sent >= 16
+    assert _all_stopped(frame) and len(frame.attrs["servers"]) == 7
+
+
+@pytest.mark.parametrize("degraded, expected_false", [
+    # a client that follows no redirection: the writes met by ASK or MOVED fail
+    ({"follow_redirections": False}, {"no write failed"}),
+    # the target claims each slot without MIGRATE: the source drops the keys, no ASK window
+    ({"migrate_keys": False}, {"the new primary owns", "the servers redirected", "no acknowledged write"}),
+    # redis-py 8.1 raises AttributeError on an ASK to a node missing from its map (redis/redis-py#2432)
+    ({"introduce": False}, {"no write failed"}),
+])
+def test_resharding_verdicts_turn_false_when_degraded(degraded, expected_false):
+    frame = experiments.run_resharding(**degraded)
+    verdicts = experiments.resharding_verdicts(frame)
+    false = {claim for claim, holds in verdicts.items() if not holds}
+    assert {prefix for prefix in expected_false if any(claim.startswith(prefix) for claim in false)} == expected_false
+    assert _all_stopped(frame)
+    if "introduce" in degraded:
+        assert set(frame.attrs["errors"]) == {"AttributeError"}
+
+
+def test_manual_failover_graceful_keeps_every_write_forced_loses_the_unreplicated():
+    frame = experiments.run_manual_failover(writes=30)
+    verdicts = experiments.manual_failover_verdicts(frame)
+    assert all(verdicts.values()), verdicts
+    assert frame.reset_index().values.tolist() == [["CLUSTER FAILOVER", 30, True, 30, 0],
+                                                   ["CLUSTER FAILOVER TAKEOVER", 30, True, 0, 30]]
+    assert _all_stopped(frame)
+
+
+@pytest.mark.parametrize("degraded, expected_false", [
+    ({"graceful": "TAKEOVER"}, [True, False]),  # the "graceful" one forced too: it loses the writes
+    ({"stall_s": 0}, [True, True]),             # a replica that does not lag: nothing to show
+])
+def test_manual_failover_verdicts_turn_false_when_degraded(degraded, expected_false):
+    frame = experiments.run_manual_failover(writes=30, **degraded)
+    verdicts = experiments.manual_failover_verdicts(frame)
+    assert [not holds for holds in verdicts.values()] == expected_false, verdicts
+    assert _all_stopped(frame)
+
+
+def test_coverage_outcomes_per_setting():
+    frame = experiments.run_coverage()
+    verdicts = experiments.coverage_verdicts(frame)
+    assert all(verdicts.values()), verdicts
+    assert frame.values.tolist() == [
+        ["CLUSTERDOWN", "CLUSTERDOWN", "CLUSTERDOWN", "fail"],
+        ["answered", "CLUSTERDOWN (read-only)", "MOVED to a node that does not answer", "fail"],
+        ["answered", "answered", "MOVED to a node that does not answer", "ok"],
+    ]
+    assert _all_stopped(frame)
+
+
+@pytest.mark.parametrize("degraded, expected_false", [
+    # nothing stopped: every command is answered
+    ({"stop_shard": False}, [True, True, False, True]),
+    # the settings set on one node only (not the one asked): it goes on refusing everything
+    ({"every_node": False}, [False, True, True, False]),
+])
+def test_coverage_verdicts_turn_false_when_degraded(degraded, expected_false):
+    frame = experiments.run_coverage(**degraded)
+    verdicts = experiments.coverage_verdicts(frame)
+    assert [not holds for holds in verdicts.values()] == expected_false, verdicts
+    assert _all_stopped(frame)

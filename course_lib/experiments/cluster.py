@@ -1,4 +1,5 @@
-"""Chapter 09's experiments: where keys land, a primary killed while clients write, a split brain, a slot explorer.
+"""Chapter 09's experiments: where keys land, a primary killed while clients write, a split brain,
+a live resharding, a graceful vs a forced manual failover, a shard down, a slot explorer.
 
 Keys written:
 - `course:cluster:spread:...` (strings): `run_key_distribution`, on the cluster it is given;
@@ -6,10 +7,15 @@ Keys written:
   `run_failover`, on a private scratch cluster that is deleted afterwards;
 - `course:cluster:failover:split-brain:{w<i>}` (a set of order ids): `run_split_brain`, likewise;
 - `course:cluster:lost-reply:counter` (a string holding a number) and `...:ids` (a set):
-  `run_lost_reply`, on a private standalone server that is deleted afterwards.
+  `run_lost_reply`, on a private standalone server that is deleted afterwards;
+- `course:cluster:reshard:{r<i>}:old:<n>` and `...:w:<n>` (strings holding numbers): `run_resharding`;
+- `course:cluster:failover:manual-failover:{w<i>}` (a set of order ids): `run_manual_failover`;
+- `course:cluster:failover:coverage:{w<i>}` (strings): `run_coverage`; these three each on a
+  private scratch cluster (the first with a 4th primary of its own), deleted afterwards.
 
-`run_failover` and `run_split_brain` never touch the shared cluster: each starts its own with
-`runtime.scratch_cluster`; `run_lost_reply` starts a server of its own with `servers.scratch_server`.
+`run_failover`, `run_split_brain`, `run_resharding`, `run_manual_failover` and `run_coverage` never
+touch the shared cluster: each starts its own with `runtime.scratch_cluster`; `run_lost_reply`
+starts a server of its own with `servers.scratch_server`.
 """
 
 from __future__ import annotations
@@ -30,10 +36,10 @@ from redis.cluster import ClusterNode, RedisCluster
 from redis.exceptions import ClusterDownError
 from redis.retry import Retry
 
-from course_lib.cluster import (SLOTS, hashed_part, key_slot, restart_node, shard_of, shards, wait_for_promotion,
-                                wait_for_rejoin)
+from course_lib.cluster import (SLOTS, cluster_state, hashed_part, join, key_slot, migrate_slot, node_id, restart_node,
+                                set_on_every_node, shard_of, shards, wait_for_promotion, wait_for_rejoin)
 from course_lib.keys import delete_prefix, key
-from course_lib.servers import find_binary, wait_for
+from course_lib.servers import client_for, find_binary, wait_for
 
 CHAPTER = "cluster"
 
@@ -479,3 +485,383 @@ def slot_explorer_widget(client: RedisCluster, initial: str = "user:{42}:cart"):
 
     name.observe(on_change, names="value")
     return widgets.VBox([name, answer])
+
+
+# -- adding a primary and moving slots to it while a client writes --------------------------------
+
+def _tags_on(cluster_shards, shard: int, count: int, prefix: str, taken: set[int] = frozenset()) -> list[str]:
+    """`count` hash tags whose slots are distinct, on shard index `shard`, and not in `taken`."""
+    found: dict[int, str] = {}
+    n = 0
+    while len(found) < count:
+        tag = f"{{{prefix}{n}}}"
+        slot = key_slot(tag)
+        if shard_of(cluster_shards, tag) == shard and slot not in taken and slot not in found:
+            found[slot] = tag
+        n += 1
+    return list(found.values())
+
+
+class _SlotWriter:
+    """SETs `names` keys in each of its slots in turn, recording every attempt, the last value
+    acknowledged for each key, and every error by type.
+
+    While a slot is migrating, a write to a key the source has already sent away (or never had)
+    meets an `ASK`; once every key has moved, every write in that slot does.
+    """
+
+    def __init__(self, client: RedisCluster, tags: list[str], names: int = 20):
+        self.client, self.tags, self.names = client, tags, names
+        self.attempted = {tag: 0 for tag in tags}
+        self.acknowledged: dict[str, int] = {}  # key name: the last value a SET of it was acknowledged with
+        self.replies = 0
+        self.errors: dict[str, int] = {}
+
+    def run(self, stop: threading.Event) -> None:
+        n = 0
+        while not stop.is_set():
+            for tag in self.tags:
+                n += 1
+                name = key(CHAPTER, "reshard", tag, "w", n % self.names)
+                self.attempted[tag] += 1
+                try:
+                    self.client.set(name, n)
+                    self.acknowledged[name] = n
+                    self.replies += 1
+                # AttributeError: redis-py 8.1 cannot follow an ASK to a node missing from its map
+                # (redis/redis-py#2432); counted like any failed write, so the thread goes on.
+                except (redis.RedisError, AttributeError) as error:
+                    self.errors[type(error).__name__] = self.errors.get(type(error).__name__, 0) + 1
+
+    def wait_for_attempts(self, tag: str, more: int = 1, timeout: float = 10.0) -> None:
+        """Return once the writer has tried `more` further writes in `tag`'s slot (a bounded wait)."""
+        mark = self.attempted[tag] + more
+        wait_for(lambda: self.attempted[tag] >= mark, timeout, f"the writer to write in {tag}'s slot")
+
+
+def _lost(reader: RedisCluster, expected: dict[str, int]) -> int:
+    """How many keys no longer hold the value last acknowledged for them (missing or older)."""
+    names = sorted(expected)
+    values = reader.mget_nonatomic(names)
+    return sum(value != str(expected[name]) for name, value in zip(names, values))
+
+
+def _redirections(nodes) -> dict[str, int]:
+    """MOVED and ASK replies the nodes have sent so far, summed (INFO errorstats, Redis >= 6.2, Valkey)."""
+    sent = {"MOVED": 0, "ASK": 0}
+    for node in nodes:
+        with node.client() as client:
+            stats = client.info("errorstats")
+        for kind in sent:
+            sent[kind] += stats.get(f"errorstat_{kind}", {}).get("count", 0)
+    return sent
+
+
+def run_resharding(slots: int = 16, keys_per_slot: int = 30, batch: int = 10, follow_redirections: bool = True,
+                   introduce: bool = True, migrate_keys: bool = True, timeout: float = 15.0) -> pd.DataFrame:
+    """Add a 4th primary to a running cluster and move `slots` slots to it while a client writes.
+
+    On a private cluster, an application's `RedisCluster` client (made before the new node
+    exists) creates new keys in `slots` slots of shard 0, over and over, from a thread; each of
+    those slots already holds `keys_per_slot` keys. A 4th primary is started and joined with
+    CLUSTER MEET (`cluster.join`). With `introduce`, it first gets one slot nobody writes, and one
+    read through the client in that slot meets a `MOVED` that adds the node to the client's map:
+    redis-py 8.1 learns nodes from CLUSTER SLOTS, which lists only nodes serving slots, and fails
+    on an `ASK` to a node it does not know (redis/redis-py#2432). Then each slot moves with
+    `cluster.migrate_slot` (`batch` keys per MIGRATE); after the first batch the experiment
+    waits until the writer has tried one more write in that slot after each batch (so every
+    slot's migration is met by writes), and after the last handover until it wrote once more in
+    every slot.
+
+    Degraded settings, for tests: `follow_redirections=False` gives the client one attempt per
+    command (a MOVED or ASK is raised, not followed); `migrate_keys=False` lets the target claim
+    each slot (IMPORTING, then SETSLOT NODE on the target alone) without MIGRATE: the source
+    refuses SETSLOT NODE while it holds keys, but a claim with a newer config epoch outvotes it,
+    and it drops the slot's keys when it hears of it.
+
+    Returns one row: slots_moved, keys_migrated, writes attempted / acknowledged / failed, the
+    MOVED and ASK replies the servers sent meanwhile (INFO errorstats: the writer is their only
+    client sending keys), lost (keys, old or written, not holding the last value acknowledged for them) and left_on_source
+    (keys still on the old owner in the moved slots). `attrs`: errors (by exception type),
+    new_node_owns_the_slots (as the source sees the cluster), servers ((port, pid) of every node
+    started, to check none outlives the run).
+    """
+    from course_lib.runtime import PRIMARIES, scratch_cluster
+    from course_lib.servers import start_server
+
+    binary = find_binary()
+    with scratch_cluster(binary) as nodes:
+        source_node = nodes[0]  # the primary of shard 0, which owns slot 0
+        app = RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", node.port) for node in nodes[:PRIMARIES]],
+                           decode_responses=True, socket_timeout=2)
+        try:
+            with source_node.client() as source:
+                cluster_shards = shards(source)
+                tags = _tags_on(cluster_shards, 0, slots, "r")
+                moving = [key_slot(tag) for tag in tags]
+                spare_tag, = _tags_on(cluster_shards, 0, 1, "spare", taken=set(moving))
+                seeded = {key(CHAPTER, "reshard", tag, "old", i): i for tag in tags for i in range(keys_per_slot)}
+                app.mset_nonatomic(seeded)
+                new_node = start_server(binary, Path(source_node.dir).parent, cluster=True)
+                nodes.append(new_node)  # scratch_cluster stops every node in its list on exit
+                join(nodes[:-1], new_node, timeout)
+                with new_node.client() as target:
+                    if introduce:
+                        migrate_slot(source, target, key_slot(spare_tag))
+                        app.get(key(CHAPTER, "reshard", spare_tag, "probe"))  # MOVED: the client learns the node
+                    if not follow_redirections:
+                        app.RedisClusterRequestTTL = 1  # one attempt per command: a redirection is an error
+                    writer = _SlotWriter(app, tags)
+                    stop = threading.Event()
+                    thread = threading.Thread(target=writer.run, args=(stop,), name="writer during resharding",
+                                              daemon=True)
+                    before = _redirections(nodes)
+                    thread.start()
+                    try:
+                        for tag in tags:
+                            writer.wait_for_attempts(tag, timeout=timeout)
+                        keys_migrated = 0
+                        for tag, slot in zip(tags, moving):
+                            if migrate_keys:
+                                keys_migrated += migrate_slot(
+                                    source, target, slot, batch,
+                                    after_batch=lambda tag=tag: writer.wait_for_attempts(tag, timeout=timeout))
+                            else:  # the mistake: the target claims the slot, its keys are never sent
+                                target.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", node_id(source))
+                                target.execute_command("CLUSTER SETSLOT", slot, "NODE", node_id(target))
+                        for tag in tags:
+                            writer.wait_for_attempts(tag, timeout=timeout)
+                    finally:
+                        stop.set()
+                        thread.join(timeout=timeout)
+                    sent = {kind: count - before[kind] for kind, count in _redirections(nodes).items()}
+                    left = sum(source.execute_command("CLUSTER COUNTKEYSINSLOT", slot) for slot in moving)
+                    owner = {shard.primary for shard in shards(source) if any(shard.owns(s) for s in moving)}
+            with RedisCluster(host="127.0.0.1", port=new_node.port, decode_responses=True) as reader:
+                lost = _lost(reader, {**seeded, **writer.acknowledged})
+        finally:
+            app.close()
+        servers = [(node.port, node.pid) for node in nodes]
+    frame = pd.DataFrame([{
+        "resharding": f"{slots} slots to a new primary", "slots_moved": slots, "keys_before": len(seeded),
+        "keys_migrated": keys_migrated,
+        "attempted": sum(writer.attempted.values()), "acknowledged": writer.replies,
+        "failed": sum(writer.errors.values()), "MOVED_sent": sent["MOVED"], "ASK_sent": sent["ASK"],
+        "lost": lost, "left_on_source": left,
+    }]).set_index("resharding")
+    frame.attrs.update({"errors": dict(sorted(writer.errors.items())),
+                        "new_node_owns_the_slots": owner == {f"127.0.0.1:{new_node.port}"}, "servers": servers})
+    return frame
+
+
+def resharding_verdicts(frame: pd.DataFrame) -> dict[str, bool]:
+    """`run_resharding`'s claims, each a measurement against a threshold."""
+    row = frame.iloc[0]
+    return {
+        f"the new primary owns the {row.slots_moved} moved slots, their keys moved with MIGRATE, none left behind":
+            frame.attrs["new_node_owns_the_slots"] and row.keys_migrated >= row.keys_before
+            and row.left_on_source == 0,
+        "no write failed while the slots moved (the client followed every ASK and MOVED)":
+            row.attempted > 0 and row.failed == 0,
+        "the servers redirected the writer: at least one ASK per slot during its migration, and MOVED after":
+            row.ASK_sent >= row.slots_moved and row.MOVED_sent >= 1,
+        "no acknowledged write was lost": row.acknowledged > 0 and row.lost == 0,
+    }
+
+
+# -- a manual failover: graceful (the replica catches up first) or forced --------------------------
+
+def _manual_failover(primary, replica, orders: str, mode: str, label: str, writes: int, stall_s: float,
+                     timeout: float) -> dict:
+    """One manual failover of `primary` to `replica` while the replica lags; returns the row of `run_manual_failover`."""
+    marker = Path(replica.dir) / "dump.rdb"
+    with primary.client() as app, replica.client(socket_timeout=stall_s + timeout) as admin:
+        with app.pipeline(transaction=False) as pipe:  # the replica starts level: WAIT 1 confirms it
+            pipe.sadd(orders, f"{label}-before").execute_command("WAIT", 1, 1000)
+            pipe.execute()
+        marker.unlink(missing_ok=True)  # a full resync leaves one behind
+        replies: list = []
+
+        def operator() -> None:  # the stall, then the failover, queued on the replica's connection
+            with admin.pipeline(transaction=False) as pipe:
+                pipe.save().execute_command("DEBUG", "SLEEP", stall_s)
+                pipe.execute_command("CLUSTER FAILOVER", *mode.split())
+                replies.extend(pipe.execute(raise_on_error=False))
+
+        thread = threading.Thread(target=operator, name="operator on the replica", daemon=True)
+        thread.start()
+        try:
+            wait_for(marker.exists, timeout, "the replica to reach its stall")
+            ids = [f"{label}-{n}" for n in range(writes)]
+            acknowledged = []
+            for order in ids:
+                try:
+                    if app.sadd(orders, order) == 1:
+                        acknowledged.append(order)
+                except redis.RedisError:
+                    pass  # refused (the primary was already handing over): not acknowledged, not counted
+            during_stall = thread.is_alive()  # every write landed while the replica was not reading
+        finally:
+            thread.join(timeout=stall_s + timeout)
+        if len(replies) != 3 or isinstance(replies[2], Exception):
+            raise RuntimeError(f"CLUSTER FAILOVER {mode} was not accepted: {replies[2:]}")
+        wait_for_promotion(replica, timeout)
+        wait_for_rejoin(primary, timeout)  # the old primary, now the new one's replica, in sync
+    with replica.client() as node:
+        kept = node.smembers(orders) & set(acknowledged)
+    return {"failover": f"CLUSTER FAILOVER {mode}".strip(), "acknowledged": len(acknowledged),
+            "while_the_replica_lagged": during_stall, "kept": len(kept), "lost": len(acknowledged) - len(kept)}
+
+
+def run_manual_failover(writes: int = 50, stall_s: float = 1.0, graceful: str = "", forced: str = "TAKEOVER",
+                        timeout: float = 20.0) -> pd.DataFrame:
+    """A planned failover, done twice on one private cluster: graceful, then forced, each while the replica lags.
+
+    Each time, the replica is made to lag on purpose: an operator connection sends it SAVE,
+    DEBUG SLEEP `stall_s` and CLUSTER FAILOVER [`mode`] in one pipeline (SAVE's `dump.rdb`
+    tells this code the stall has begun). While it sleeps the app adds `writes` order ids to a
+    set on the primary (SADD), each acknowledged; the primary streams them to the replica, which
+    does not read them yet. The replica wakes and at once runs the failover:
+    - CLUSTER FAILOVER (`graceful=""`): it asks its primary to stop taking writes and to tell it its
+      replication offset, waits to have received that much, then is elected and promoted;
+    - CLUSTER FAILOVER TAKEOVER (`forced`): it promotes itself there and then, without its primary
+      and without a vote, and drops the replication stream it had not yet read.
+    The second failover hands the shard back: the roles are swapped.
+
+    Returns one row per failover: acknowledged, while_the_replica_lagged (every write was
+    acknowledged during the stall), kept (on the new primary) and lost. Degraded settings, for
+    tests: `graceful="TAKEOVER"`, or `stall_s=0` (the replica does not lag).
+    """
+    from course_lib.runtime import PRIMARIES, scratch_cluster
+
+    with scratch_cluster() as nodes:
+        primary, replica = nodes[0], nodes[PRIMARIES]  # shard 0's primary and its replica
+        with primary.client() as node:
+            orders = _counters(shards(node), "manual-failover", per_shard=1)[0]
+        rows = []
+        for label, mode in (("graceful", graceful), ("forced", forced)):
+            rows.append(_manual_failover(primary, replica, orders, mode, label, writes, stall_s, timeout))
+            primary, replica = replica, primary
+        servers = [(node.port, node.pid) for node in nodes]
+    frame = pd.DataFrame(rows).set_index("failover")
+    frame.attrs["servers"] = servers
+    return frame
+
+
+def manual_failover_verdicts(frame: pd.DataFrame) -> dict[str, bool]:
+    """`run_manual_failover`'s claims (rows: the graceful failover, then the forced one)."""
+    graceful, forced = frame.iloc[0], frame.iloc[1]
+    return {
+        f"{graceful.name} on a lagging replica: it caught up first, none of {graceful.acknowledged} writes lost":
+            bool(graceful.while_the_replica_lagged) and graceful.acknowledged > 0 and graceful.lost == 0,
+        f"{forced.name} on a lagging replica: every write it had not received was lost ({forced.lost})":
+            bool(forced.while_the_replica_lagged) and forced.acknowledged > 0 and forced.lost == forced.acknowledged,
+    }
+
+
+# -- a shard down: cluster-require-full-coverage and cluster-allow-reads-when-down -----------------
+
+COVERAGE_SETTINGS = (  # (cluster-require-full-coverage, cluster-allow-reads-when-down): the defaults first
+    ("yes", "no"), ("yes", "yes"), ("no", "no"),
+)
+
+
+def _outcome(call: Callable[[], object]) -> str:
+    """What a command got, in words that are the same on every engine and every run."""
+    try:
+        reply = call()
+    except redis.exceptions.ClusterDownError as error:
+        return "CLUSTERDOWN (read-only)" if "read" in str(error) else "CLUSTERDOWN"
+    except redis.exceptions.MovedError:
+        return "MOVED to a node that does not answer"
+    except redis.RedisError as error:
+        return f"error {type(error).__name__}"
+    return "answered" if reply is not None else "answered (nil)"
+
+
+def _get_following_moved(client: redis.Redis, name: str):
+    """GET `name`; after a MOVED, once more from the node it names (MovedError again if that one is down)."""
+    try:
+        return client.get(name)
+    except redis.exceptions.MovedError as moved:
+        try:
+            with client_for(moved.port) as owner:  # no retries: a stopped node fails at once
+                return owner.get(name)
+        except redis.ConnectionError:
+            raise moved from None
+
+
+def run_coverage(stop_shard: bool = True, every_node: bool = True, timeout: float = 20.0) -> pd.DataFrame:
+    """Stop one shard (its primary and its replica) and see what the rest of the cluster still serves.
+
+    On a private cluster, one key is written on shard 0 and one on shard 2; then shard 2's
+    primary and replica are shut down (no replica is left to promote). For each pair of settings
+    in `COVERAGE_SETTINGS`, set with CONFIG SET on every surviving node (`cluster.set_on_every_node`;
+    `every_node=False`: on shard 1's primary only, the mistake of configuring the node one is
+    connected to), the experiment waits until each surviving node's cluster_state matches its own
+    settings ("fail" while a slot is lost and full coverage is required, else "ok"), then asks
+    shard 0's primary (a plain client: no redirection is followed) to read and write its key and
+    to read the stopped shard's key.
+
+    `stop_shard=False` stops nothing (a degraded setting, for tests). Returns one row per pair of
+    settings: the outcomes of the three commands ("answered", "CLUSTERDOWN", "CLUSTERDOWN
+    (read-only)", "MOVED to a node that does not answer": a MOVED is followed once) and shard 0's
+    cluster_state.
+    """
+    from course_lib.runtime import PRIMARIES, scratch_cluster
+
+    with scratch_cluster() as nodes:
+        live, asked_about = nodes[0], nodes[1]
+        down = [nodes[2], nodes[2 + PRIMARIES]]  # shard 2's primary and its replica
+        with live.client() as node:
+            live_key, dead_key = (_counters(shards(node), "coverage", per_shard=1)[index] for index in (0, 2))
+        for name, node in ((live_key, nodes[0]), (dead_key, nodes[2])):
+            with node.client() as client:
+                client.set(name, "before")
+        if stop_shard:
+            for node in down:
+                node.stop()
+        survivors = [node for node in nodes if node not in down]
+
+        def states_match() -> bool:
+            for node in survivors:
+                with node.client() as client:
+                    full = client.config_get("cluster-require-full-coverage")["cluster-require-full-coverage"]
+                if cluster_state(node) != ("fail" if stop_shard and full == "yes" else "ok"):
+                    return False
+            return True
+
+        rows = []
+        for full_coverage, reads_when_down in COVERAGE_SETTINGS:
+            set_on_every_node(survivors if every_node else [asked_about],
+                              cluster_require_full_coverage=full_coverage,
+                              cluster_allow_reads_when_down=reads_when_down)
+            wait_for(states_match, timeout, "every surviving node's cluster_state to follow its settings")
+            with live.client() as client:
+                rows.append({
+                    "require-full-coverage": full_coverage, "allow-reads-when-down": reads_when_down,
+                    "read on a live shard": _outcome(lambda: client.get(live_key)),
+                    "write on a live shard": _outcome(lambda: client.set(live_key, full_coverage + reads_when_down)),
+                    "read on the stopped shard": _outcome(lambda: _get_following_moved(client, dead_key)),
+                    "cluster_state (shard 0)": cluster_state(live),
+                })
+        servers = [(node.port, node.pid) for node in nodes]
+    frame = pd.DataFrame(rows).set_index(["require-full-coverage", "allow-reads-when-down"])
+    frame.attrs["servers"] = servers
+    return frame
+
+
+def coverage_verdicts(frame: pd.DataFrame) -> dict[str, bool]:
+    """`run_coverage`'s claims, one per pair of settings plus one about the stopped shard's keys."""
+    default, reads, partial = (frame.loc[pair] for pair in COVERAGE_SETTINGS)
+    refused = ("CLUSTERDOWN", "CLUSTERDOWN (read-only)")
+    return {
+        "full coverage required (the default): a live shard refuses reads and writes (CLUSTERDOWN)":
+            default["read on a live shard"] == "CLUSTERDOWN" and default["write on a live shard"] == "CLUSTERDOWN",
+        "with cluster-allow-reads-when-down yes: a live shard answers reads, refuses writes":
+            reads["read on a live shard"] == "answered" and reads["write on a live shard"] in refused,
+        "with cluster-require-full-coverage no: a live shard answers reads and writes":
+            partial["read on a live shard"] == partial["write on a live shard"] == "answered",
+        "the stopped shard's keys are unavailable under every setting":
+            not (frame["read on the stopped shard"] == "answered").any(),
+    }

@@ -503,6 +503,23 @@ def test_exercise_claim_or_dead_letter_accepts_the_reference_and_an_unusual_corr
         streams.dead_letter(client, stream, group, dead_stream, (entry_id, fields), deliveries=0)
     assert evaluate(checkers.check_claim_or_dead_letter, r, _claim_answer(course_dead_letter)).passed
 
+    def counts_read_before_claiming(client, stream, group, consumer, dead_stream, max_deliveries, handler):
+        """Delivery counts from XPENDING first (one page at a time); the claim will add one to each."""
+        before, start = {}, "-"
+        while page := client.xpending_range(stream, group, min=start, max="+", count=100):
+            before.update((item["message_id"], item["times_delivered"]) for item in page)
+            start = "(" + page[-1]["message_id"]
+        for entry_id, fields in _claimed_pages(client, stream, group, consumer):
+            if before.get(entry_id, 0) + 1 > max_deliveries:
+                _in_multi(client, stream, group, dead_stream, entry_id, fields)
+                continue
+            try:
+                handler(fields)
+            except Exception:
+                continue
+            client.xack(stream, group, entry_id)
+    assert evaluate(checkers.check_claim_or_dead_letter, r, counts_read_before_claiming).passed
+
     # pages of 1000 that follow the cursor: the backlog fits in one, so the checker tries one larger than a page
     assert evaluate(checkers.check_claim_or_dead_letter, r,
                     _claim_answer(_in_multi, claimed=lambda *args: _claimed_pages(*args, count=1000))).passed

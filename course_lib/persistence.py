@@ -9,9 +9,11 @@ their own folder, and stopped (and their folder deleted) when the `with` block e
 - **AOF** (`aof`): every write command is appended to a file the server replays at start.
   `appendfsync` says when the server asks the kernel to put it on the disk: `always` (before the
   reply), `everysec` (a background fsync once a second) or `no` (whenever the kernel decides).
-  In every policy the server hands the command to the kernel (write(2)) before it replies, so a
-  **process** kill (SIGKILL, a crash) loses nothing the kernel has; only a power loss or a kernel
-  crash loses what was not yet fsynced. This module kills processes; it cannot cut the power.
+  In every policy the server normally hands the command to the kernel (write(2)) before it
+  replies, so a **process** kill (SIGKILL, a crash) loses nothing the kernel has; only a power
+  loss or a kernel crash loses what was not yet fsynced. (Exception: with `everysec`, while a
+  background fsync is slow, the server postpones that write for up to 2 s and replies anyway.)
+  This module kills processes; it cannot cut the power.
 - **Replication** (`follow`, `cut_link`, `promote`): a replica copies the primary's writes
   asynchronously; a write the primary acknowledged may not have reached the replica when the
   primary dies. WAIT (`course_lib.cluster.incr_replicated`) tells the writer how many replicas have
@@ -207,7 +209,7 @@ def aof_files(server: DurableServer) -> dict[str, str]:
 
 
 @dataclass(frozen=True)
-class Stream:
+class WriterOutcome:
     """What a writer of numbered writes saw: `acknowledged` replies, over `seconds`, and why it stopped."""
 
     acknowledged: int
@@ -220,7 +222,7 @@ class Stream:
 
 
 def write_until_killed(server: DurableServer, kill_after: float, key_name: str = COUNTER,
-                       rate: float | None = None, timeout: float = 30) -> Stream:
+                       rate: float | None = None, timeout: float = 30) -> WriterOutcome:
     """INCR `key_name` one command at a time (no pipelining) until the server dies; kill it after `kill_after` s.
 
     Each reply is the write's sequence number, so the last reply is the number of acknowledged
@@ -250,7 +252,7 @@ def write_until_killed(server: DurableServer, kill_after: float, key_name: str =
     seconds = min(time.perf_counter() - start, kill_after)
     if not error:
         raise ServerError(f"the server on port {server.port} still answered after {timeout} s")
-    return Stream(int(acknowledged), seconds, error)
+    return WriterOutcome(int(acknowledged), seconds, error)
 
 
 def surviving(client: redis.Redis, key_name: str = COUNTER) -> int:
@@ -283,7 +285,11 @@ def in_sync(replica: DurableServer, primary: DurableServer) -> bool:
 
 
 def follow(replica: DurableServer, primary: DurableServer, timeout: float = 30) -> None:
-    """REPLICAOF the primary, and return once the replica has synced and caught up (a bounded wait).
+    """REPLICAOF the primary, and return once the replica has synced, caught up, and acknowledges the stream.
+
+    After a sync the primary may hold the stream back until the replica's first acknowledgement,
+    which can take a second; so a PUBLISH (replicated, but leaving no key) followed by WAIT 1 on
+    the same connection makes sure the writes that follow flow to the replica at once.
 
     Raises:
         ServerError: it was not in sync within `timeout` seconds.
@@ -291,6 +297,11 @@ def follow(replica: DurableServer, primary: DurableServer, timeout: float = 30) 
     with replica.client() as client:
         client.replicaof("127.0.0.1", primary.port)
     wait_for(lambda: in_sync(replica, primary), timeout, f"the replica on port {replica.port} to catch up")
+    with primary.client(socket_timeout=timeout + 2) as client, client.pipeline(transaction=False) as pipe:
+        pipe.publish(key("persistence", "linked"), "")
+        pipe.execute_command("WAIT", 1, int(timeout * 1000))
+        if pipe.execute()[1] < 1:
+            raise ServerError(f"the replica on port {replica.port} did not acknowledge within {timeout:g} s")
 
 
 def lag(primary: DurableServer, replica: DurableServer) -> int:

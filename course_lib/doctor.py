@@ -111,7 +111,10 @@ def check_room() -> Check | None:
     """When this machine has joined a workshop: the room answers, with this learner's credentials."""
     from course_lib import workshop
 
-    seat = workshop.joined()
+    try:
+        seat = workshop.joined()
+    except ValueError as exc:
+        return Check("room", False, f"the saved join line is unusable: {exc}")
     if seat is None:
         return None
     try:

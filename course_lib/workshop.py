@@ -29,6 +29,14 @@ What the engine cannot isolate (tested as such in tests/test_workshop.py): INFO 
 course reads the server's identity from it) and shows every learner's key counts and client
 numbers; PSUBSCRIBE accepts only a pattern written exactly as the ACL grants it (`course:<learner>:*`),
 not a narrower one; MULTI/EXEC and Lua scripts of one learner still run one at a time for everyone.
+
+The board: a joined learner's `check()` calls `report`, which XADDs the outcome to the learner's own
+stream `course:board:<learner>` in database 0 (an ACL selector allows that XADD and nothing else
+there); the instructor's `Board` follows every stream with XREAD from the last ids seen.
+
+Joining does not yet point a learner's notebooks at the room: the chapters name their keys and
+channels `course:<chapter>:...`, outside the `course:<learner>:` a learner's user may touch. A
+joined machine gets the doctor's room check and reports to the board.
 """
 
 from __future__ import annotations
@@ -67,7 +75,7 @@ def parse_roster(text: str) -> list[str]:
     Raises:
         RosterError: a name that is not a safe identifier, reserved, or repeated (all are listed).
     """
-    names: list[str] = []
+    first_line: dict[str, int] = {}  # name -> the line it first appeared on
     problems: list[str] = []
     for number, line in enumerate(text.splitlines(), start=1):
         name = line.split("#", 1)[0].strip()
@@ -77,16 +85,15 @@ def parse_roster(text: str) -> list[str]:
             problems.append(f"line {number}: {name!r} is not a safe name (2-32 of a-z, 0-9, _, starting with a letter)")
         elif name in RESERVED:
             problems.append(f"line {number}: {name!r} is reserved; choose another name")
-        elif name in names:
-            problems.append(f"line {number}: {name!r} is already on line "
-                            f"{1 + [n.split('#', 1)[0].strip() for n in text.splitlines()].index(name)}")
+        elif name in first_line:
+            problems.append(f"line {number}: {name!r} is already on line {first_line[name]}")
         else:
-            names.append(name)
+            first_line[name] = number
     if problems:
         raise RosterError("the roster has problems; nothing was started:\n  " + "\n  ".join(problems))
-    if not names:
+    if not first_line:
         raise RosterError("the roster names no learner; nothing was started")
-    return names
+    return list(first_line)
 
 
 def room_dir(path: str | os.PathLike | None = None) -> Path:
@@ -339,8 +346,8 @@ def report(exercise: str, status: str, seat: Seat | None = None) -> bool:
     """Send one `check()` outcome to the room's board as `seat` (default: this machine's, if it joined a room).
 
     Best-effort and bounded: one XADD on a fresh connection with REPORT_TIMEOUT-second timeouts and
-    no retry; any failure (no room, a wrong line, a network error) is swallowed and only returns
-    False, so a learner's check prints the same whatever the room does.
+    no retry; any failure (no room, a wrong line, a network error, an unwritable runtime folder) is
+    swallowed and only returns False, so a learner's check prints the same whatever the room does.
     """
     try:
         seat = seat or joined()
@@ -351,7 +358,7 @@ def report(exercise: str, status: str, seat: Seat | None = None) -> bool:
             client.xadd(board_key(seat.learner), {"exercise": exercise, "status": status},
                         maxlen=BOARD_LENGTH, approximate=True)
         return True
-    except (redis.RedisError, OSError, ValueError):
+    except Exception:  # best-effort by contract: nothing (a bad line, an unusable runtime folder) reaches the cell
         return False
 
 

@@ -96,3 +96,9 @@ def test_unreachable_configured_servers():
     code, lines = doctor(env={REDIS_URL_SETTING: f"redis://127.0.0.1:{free_port()}/0"})
     assert code == 1
     assert "Cannot reach the Redis server" in failed_line(lines, "servers")
+
+
+def test_a_garbled_join_line():
+    code, lines = doctor(env={workshop.WORKSHOP_URL_SETTING: "alice@somewhere"})
+    assert code == 1
+    assert "a join line looks like" in failed_line(lines, "room")

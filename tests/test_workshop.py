@@ -179,7 +179,7 @@ def test_the_room_has_no_open_door(room):
         with pytest.raises(redis.AuthenticationError):
             anonymous.ping()
     # The password the server was started with belonged to `default`, which is now off.
-    bootstrap = workshop.Room.server(room).password
+    bootstrap = room.server().password
     with redis.Redis(host=LAN, port=room.port, password=bootstrap, socket_timeout=2) as old_default:
         with pytest.raises(redis.AuthenticationError):
             old_default.ping()
@@ -440,6 +440,14 @@ def test_reporting_is_bounded_and_silent_when_the_room_is_gone(room, monkeypatch
     assert workshop.report("data_types.check_top_scores", "passed") is False
     assert time.perf_counter() - started < 2 * workshop.REPORT_TIMEOUT + 1
     monkeypatch.setenv(workshop.WORKSHOP_URL_SETTING, "not a join line")
+    check(check_top_scores, top_scores)
+    assert capsys.readouterr().out.startswith("[PASS]")
+    # Not joined, and a runtime folder that cannot be made (a file is in the way): still silent.
+    monkeypatch.delenv(workshop.WORKSHOP_URL_SETTING)
+    blocker = Path(room.dir).parent / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv(runtime.RUNTIME_DIR_SETTING, str(blocker / "runtime"))
+    assert workshop.report("data_types.check_top_scores", "passed") is False
     check(check_top_scores, top_scores)
     assert capsys.readouterr().out.startswith("[PASS]")
 

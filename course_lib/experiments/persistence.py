@@ -197,7 +197,7 @@ def _load_time(config: dict[str, str], keys: int, binary: ServerBinary, save, re
     return min(seconds), size
 
 
-def run_restart_times(sizes: tuple[int, ...] = (50_000, 200_000, 500_000), restarts: int = 2,
+def run_restart_times(sizes: tuple[int, ...] = (50_000, 200_000, 500_000), restarts: int = 3,
                       binary: ServerBinary | None = None) -> pd.DataFrame:
     """Seconds from start until the data is loaded, for an RDB file and for an AOF of commands, per size
     (the quickest of `restarts` restarts).

@@ -523,7 +523,6 @@ class _SlotWriter:
             for tag in self.tags:
                 n += 1
                 name = key(CHAPTER, "reshard", tag, "w", n % self.names)
-                self.attempted[tag] += 1
                 try:
                     self.client.set(name, n)
                     self.acknowledged[name] = n
@@ -532,9 +531,15 @@ class _SlotWriter:
                 # (redis/redis-py#2432); counted like any failed write, so the thread goes on.
                 except (redis.RedisError, AttributeError) as error:
                     self.errors[type(error).__name__] = self.errors.get(type(error).__name__, 0) + 1
+                finally:
+                    self.attempted[tag] += 1  # counted once finished: see wait_for_attempts
 
-    def wait_for_attempts(self, tag: str, more: int = 1, timeout: float = 10.0) -> None:
-        """Return once the writer has tried `more` further writes in `tag`'s slot (a bounded wait)."""
+    def wait_for_attempts(self, tag: str, more: int = 2, timeout: float = 10.0) -> None:
+        """Return once `more` further writes in `tag`'s slot have finished (a bounded wait).
+
+        With the default of 2, at least one of them was sent after this call: the first may have
+        been on its way already.
+        """
         mark = self.attempted[tag] + more
         wait_for(lambda: self.attempted[tag] >= mark, timeout, f"the writer to write in {tag}'s slot")
 
@@ -569,9 +574,9 @@ def run_resharding(slots: int = 16, keys_per_slot: int = 30, batch: int = 10, fo
     redis-py 8.1 learns nodes from CLUSTER SLOTS, which lists only nodes serving slots, and fails
     on an `ASK` to a node it does not know (redis/redis-py#2432). Then each slot moves with
     `cluster.migrate_slot` (`batch` keys per MIGRATE); after the first batch the experiment
-    waits until the writer has tried one more write in that slot after each batch (so every
-    slot's migration is met by writes), and after the last handover until it wrote once more in
-    every slot.
+    waits after each batch until the writer has sent another write in that slot (so every
+    slot's migration is met by writes, and the last batch's wait by an ASK: the source then holds
+    none of the slot's keys), and after the last handover until it wrote again in every slot.
 
     Degraded settings, for tests: `follow_redirections=False` gives the client one attempt per
     command (a MOVED or ASK is raised, not followed); `migrate_keys=False` lets the target claim

@@ -130,6 +130,14 @@ HINTS: dict[str, tuple[str, str]] = {
         "empty; otherwise the whole key is.",
         "Find the first `{`, then the first `}` after it; CRC16 of those UTF-8 bytes (or of the whole "
         "key) modulo 16384."),
+    "persistence.check_loss_budget": (
+        "A process crash and a power loss are different: the kernel keeps what a killed process wrote, "
+        "a machine that loses power keeps only what was fsynced. Pay for no more safety than the budget asks.",
+        "appendonly yes, and appendfsync always for a budget of 0, everysec for about a second."),
+    "persistence.check_confirmed_incr": (
+        "A primary acknowledges a write before any replica has it; ask afterwards how many replicas "
+        "have it, and never wait for ever for an answer.",
+        "INCR, then WAIT 1 with a timeout in milliseconds (about 1000); True only if WAIT counted a replica."),
 }
 
 # Exercise id -> the reference solution's name in `course_lib.exercises.solutions.<topic>`.
@@ -145,7 +153,8 @@ SOLUTIONS: dict[str, str] = {
     "sessions.check_sliding_read": "sliding_read", "pipelines.check_bulk_load": "bulk_load",
     "pipelines.check_read_profiles": "read_profiles", "transactions.check_deduct": "deduct",
     "transactions.check_transfer": "transfer", "cluster.check_transaction_keys": "transaction_keys",
-    "cluster.check_key_slot": "slot_of",
+    "cluster.check_key_slot": "slot_of", "persistence.check_loss_budget": "loss_budget",
+    "persistence.check_confirmed_incr": "confirmed_incr",
 }
 
 

@@ -12,6 +12,7 @@ and the next unsolved exercise.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import os
 import tempfile
@@ -21,9 +22,14 @@ from typing import Callable
 
 PROGRESS_FILE_SETTING = "COURSE_PROGRESS_FILE"
 
-# Chapter number -> the topic that names its notebook, module and checkers (chapter 00 has no exercises).
-CHAPTERS = {"01": "data_types", "02": "caching", "03": "pubsub", "04": "streams", "05": "rate_limiting",
-            "06": "sessions", "07": "pipelines", "08": "transactions", "09": "cluster", "10": "persistence"}
+def _chapters_with_exercises() -> dict[str, str]:
+    from course_lib.chapters import CHAPTERS as ALL
+
+    return {c.number: c.topic for c in ALL if importlib.util.find_spec(f"course_lib.exercises.{c.topic}")}
+
+
+# Chapter number -> the topic that names its notebook, module and checkers (those with exercises).
+CHAPTERS = _chapters_with_exercises()
 
 
 def progress_file() -> Path:

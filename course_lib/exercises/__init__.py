@@ -62,7 +62,7 @@ def exercise_prefix(checker: Callable) -> str:
 
 def evaluate(checker: Callable, client, solution: Callable) -> Outcome:
     """Run `checker(client, solution)` on an emptied exercise prefix; never raises for the learner's bugs."""
-    title = (checker.__doc__ or checker.__name__).strip().splitlines()[0]
+    title = progress.title(checker)
     prefix = exercise_prefix(checker)
     delete_prefix(client, prefix)
     try:

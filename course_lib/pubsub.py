@@ -1,6 +1,8 @@
 """Chapter 03 · Pub/Sub: JSON events, subscribers that always wait a bounded time and always close,
 the guide's room fan-out done in Python, and a publish that also keeps a log for whoever was away
-(`publish_logged`), read back by a subscriber that recovers what it missed (`LogFollower`).
+(`publish_logged`), read back by a subscriber that recovers what it missed (`LogFollower`); the
+server's own events about keys (`enable_keyspace_events`, `keyevent_channel`); redis-py's listener
+thread (`handler_thread`) and an asyncio subscriber (`listen_async`).
 
 Pub/Sub channels are not keys: they live outside the keyspace (no TTL, invisible to SCAN, untouched
 by `delete_prefix`), exist only while somebody subscribes, and store nothing. The course still names
@@ -12,10 +14,13 @@ Keys written: only `publish_logged` writes one, the stream the caller names (XAD
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Callable, Iterator
 
 from course_lib import lua
 
@@ -70,6 +75,10 @@ class Subscriber:
     quietly reconnects and subscribes again: the messages published in between are lost, and the
     only trace is the server's new subscription confirmations. `resubscribed` counts them (one per
     channel or pattern each time); `LogFollower` uses it to know when to read what it missed.
+    A connection that dies *silently* (a firewall or NAT forgets it; nothing tells the client) is
+    another matter: a subscriber only reads, so it would wait forever. With `health_check_interval`
+    set on the client (seconds), redis-py sends a PING before a read once the connection has been
+    silent that long; the PING is what fails on a dead connection, and the reconnection follows.
     Messages that arrive while nobody reads wait in the server's output buffer for this client; a
     reader that falls too far behind is disconnected (`client-output-buffer-limit pubsub`).
 
@@ -285,3 +294,104 @@ class LogFollower:
             self.last_id = envelope["id"]
             got.append((envelope["id"], envelope["event"]))
         return got
+
+
+def keyevent_channel(event: str, db: int = 0) -> str:
+    """The channel on which the server announces every `event` (e.g. "expired", "del") in database `db`.
+
+    Keyspace notifications come on two families of channels: `__keyevent@<db>__:<event>` carries
+    the key's name for every key that had that event, `__keyspace@<db>__:<key>` carries the event's
+    name for every event on that key. Subscribe to them like any channel (or a pattern over them).
+    """
+    return f"__keyevent@{db}__:{event}"
+
+
+def enable_keyspace_events(client, flags: str) -> str:
+    """Turn on the server's keyspace notifications for `flags`; returns the previous flags (to restore them).
+
+    Commands: CONFIG GET notify-keyspace-events, CONFIG SET notify-keyspace-events <flags>. Flags
+    pick the channel family (`K` keyspace, `E` keyevent) and the events (`x` expired, `g` generic
+    commands such as DEL, `$` strings, `A` almost all...): "Ex" is "expired events, on the keyevent
+    channels". Not atomic (two commands), and server-wide: every client of the server sees the
+    change, so the course changes it on a private scratch server only.
+
+    Caveats: the events are ordinary Pub/Sub messages, so a subscriber that is away misses them for
+    good. `expired` is sent when the server *deletes* an expired key, which happens when a command
+    touches it (lazy expiry) or when the background cycle samples it (active expiry, a few times a
+    second, on a sample of the keys with a TTL): it can come well after the TTL, so it is no timer.
+    On a cluster every node announces only its own keys: subscribe on every primary.
+    """
+    previous = client.config_get("notify-keyspace-events")["notify-keyspace-events"]
+    client.config_set("notify-keyspace-events", flags)
+    return previous
+
+
+@contextmanager
+def handler_thread(client, handlers: dict[str, Callable[[dict], object]], poll: float = 0.1,
+                   confirm_timeout: float = 5.0) -> Iterator:
+    """redis-py's own listener thread: every message on a channel of `handlers` calls that channel's function.
+
+    Commands: SUBSCRIBE <channels> on a connection of its own, confirmed by the server before the
+    thread starts (so a PUBLISH made inside the `with` reaches it); then `PubSub.run_in_thread`
+    reads in a loop, each read waiting at most `poll` seconds so that a stop request is noticed;
+    on exit the thread is stopped and joined (within `confirm_timeout`), and the connection closed.
+
+        with handler_thread(client, {channel: on_message}):
+            ...   # on_message(raw message dict) runs in the thread
+
+    Caveats: the handlers run in that one thread, one message at a time, so a slow handler delays
+    every later message (and the server buffers them meanwhile); they must be thread-safe with the
+    rest of the program. A handler that raises ends the thread (redis-py then prints the traceback):
+    catch inside the handler.
+    """
+    pubsub = client.pubsub()
+    try:
+        pubsub.subscribe(**handlers)
+        deadline = time.monotonic() + confirm_timeout
+        confirmed = 0
+        while confirmed < len(handlers):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"the server confirmed {confirmed} of {len(handlers)} subscriptions")
+            raw = pubsub.get_message(timeout=remaining)
+            confirmed += raw is not None and raw["type"] == "subscribe"
+        thread = pubsub.run_in_thread(sleep_time=poll, daemon=True)
+        try:
+            yield thread
+        finally:
+            thread.stop()
+            thread.join(confirm_timeout)
+    finally:
+        pubsub.close()
+
+
+async def listen_async(aclient, channels: list[str], count: int, timeout: float,
+                       ready: asyncio.Event | None = None) -> list[Message]:
+    """An asyncio subscriber: up to `count` messages on `channels`, waiting at most `timeout` seconds in all.
+
+    Commands: SUBSCRIBE <channels> on a connection of its own from `aclient`'s pool (a
+    `redis.asyncio.Redis`), then reads; the connection is closed on the way out, whatever happens.
+    `ready` is set once the server confirmed every subscription, so a publishing coroutine can
+    await it instead of guessing. While a coroutine waits for a message, the event loop runs the
+    others: many subscribers (and publishers) share one thread, each on its own connection.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    pubsub = aclient.pubsub()
+    received: list[Message] = []
+    try:
+        await pubsub.subscribe(*channels)
+        confirmed = 0
+        while len(received) < count and (remaining := deadline - loop.time()) > 0:
+            raw = await pubsub.get_message(timeout=remaining)
+            if raw is None:
+                continue
+            if raw["type"] == "subscribe":
+                confirmed += 1
+                if ready is not None and confirmed == len(channels):
+                    ready.set()
+            elif raw["type"] in DELIVERIES:
+                received.append(Message(raw["channel"], raw.get("pattern"), raw["data"]))
+    finally:
+        await pubsub.aclose()
+    return received

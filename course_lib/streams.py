@@ -6,7 +6,10 @@ consumer until it is acknowledged (XACK). These patterns add what the guide leav
 creating a group twice without an error (`ensure_group`), acknowledging only after the work is
 done (`process_new`), taking over the entries a dead worker left pending and moving an entry that
 keeps failing to a dead-letter stream (`recover`, `dead_letter`), applying an entry's effect at most
-once although it may be delivered more than once (`apply_once`), and keeping the log bounded (`append`).
+once although it may be delivered more than once (`apply_once`), and keeping the log bounded (`append`);
+a restarted worker finishing its own pending entries first (`process_own_pending`), the group's
+lag (`group_lag`), removing idle consumers safely (`remove_idle_consumers`), and an effect outside
+Redis, such as an e-mail, sent at most once (`idempotent`).
 
 Neither MULTI/EXEC nor a Lua script rolls back: a command that fails at run time (WRONGTYPE, a value
 that is not an integer) fails alone, and the writes before it stay. So the scripts here run every
@@ -17,7 +20,8 @@ its dead-letter stream and its bookkeeping share one cluster slot):
 - `<stream>`: stream, the events; its consumer groups live inside the same key;
 - `<dead stream>`: stream, entries given up on, fields + `original_id` + `deliveries`;
 - `<seen>`: set of stream ids whose effect was applied (`apply_once`);
-- `<total>`: string holding an integer, an amount in cents, the effect `apply_once` applies.
+- `<total>`: string holding an integer, an amount in cents, the effect `apply_once` applies;
+- `<marks>:<entry id>`: string "started" then "done", with a TTL, one per entry (`idempotent`).
 
 Cluster caveat: a stream is one key, so it lives on one shard and all its groups' traffic goes to
 that shard's primary; spread load over several streams (e.g. one per tenant or per partition).
@@ -37,12 +41,13 @@ Entry = tuple[str, dict[str, str]]  # (stream id, fields)
 Handler = Callable[[str, dict[str, str]], object]
 
 
-def entries(reply) -> list[Entry]:
+def entries(reply, keep_deleted: bool = False) -> list[Entry]:
     """The entries of an XREAD/XREADGROUP reply for one stream, as a list of (id, fields).
 
     redis-py returns `{stream: [[entries]]}` under RESP3 and `[[stream, [entries]]]` under RESP2;
     both become one flat list. An entry deleted (trimmed) while pending comes back with no fields
-    (None): it is skipped.
+    (None, or {} from redis-py 8 under RESP3; a real entry always has one): it is skipped, unless
+    `keep_deleted`.
     """
     if not reply:
         return []
@@ -50,7 +55,7 @@ def entries(reply) -> list[Entry]:
     found: list[Entry] = []
     for group in groups:
         batch = group[0] if group and isinstance(group[0], list) else group
-        found += [(entry_id, fields) for entry_id, fields in batch if fields is not None]
+        found += [(entry_id, fields) for entry_id, fields in batch if keep_deleted or fields]
     return found
 
 
@@ -253,3 +258,117 @@ def apply_once(client, seen: str, total: str, entry_id: str, cents: int) -> bool
     if isinstance(cents, bool) or not isinstance(cents, int):
         raise TypeError(f"amounts are integer cents, got {cents!r}")
     return bool(lua.register(client, "streams_apply_once")(keys=[seen, total], args=[entry_id, cents]))
+
+
+def process_own_pending(client, stream: str, group: str, consumer: str, handler: Handler, count: int = 10) -> int:
+    """On a worker's start: handle the entries this consumer took before it stopped and never acknowledged.
+
+    Commands: XREADGROUP GROUP <group> <consumer> COUNT <count> STREAMS <stream> <id>, first with id
+    0, then from the last id of each batch, until a batch comes back empty; one XACK per batch for
+    the handled entries. With an id instead of `>`, XREADGROUP returns the consumer's *own* pending
+    entries after that id (its history): it never blocks, delivers nothing new, and counts one more
+    delivery for each entry. Then call `process_new` (`>`) for the new ones: the standard start of a
+    worker that keeps its name across restarts, so nothing it held waits for `recover`'s idle time.
+
+    An entry whose handler raises stays pending and the reading moves past it (reading from 0 again
+    would return it forever). An entry deleted or trimmed while pending comes back without fields:
+    it is acknowledged, as nothing is left to do. Not atomic across batches: another consumer's
+    XAUTOCLAIM may take an entry in between, and then it is no longer in this history.
+
+    Returns:
+        How many entries were handled and acknowledged (deleted ones not counted).
+    """
+    handled, last_id = 0, "0"
+    while batch := entries(client.xreadgroup(group, consumer, {stream: last_id}, count=count), keep_deleted=True):
+        done = []
+        for entry_id, fields in batch:
+            if not fields:  # deleted while pending
+                done.append(entry_id)
+                continue
+            try:
+                handler(entry_id, fields)
+            except Exception:  # stays pending, for `recover`
+                continue
+            done.append(entry_id)
+            handled += 1
+        if done:
+            client.xack(stream, group, *done)
+        last_id = batch[-1][0]
+    return handled
+
+
+def group_lag(client, stream: str, group: str) -> dict:
+    """How far behind `group` is: XINFO GROUPS <stream>, the group's row.
+
+    `pending` counts entries delivered to a consumer and not acknowledged yet; `lag` (Redis 7.0+)
+    counts entries in the stream not delivered to the group at all, and `entries-read` how many it
+    was delivered so far (the two add up to every entry ever added, minus those deleted before it
+    read them). The work left is `lag + pending`. One command, a consistent snapshot.
+
+    Caveat: `lag` is None (nil) when the server cannot compute it cheaply, e.g. after an entry not
+    yet delivered to the group was deleted (XDEL): count the undelivered entries with XRANGE from
+    `last-delivered-id` then, or wait until the group has read past the hole.
+
+    Returns:
+        {"consumers", "pending", "last-delivered-id", "entries-read", "lag"} of the group.
+
+    Raises:
+        KeyError: no group of that name on the stream.
+    """
+    for info in client.xinfo_groups(stream):
+        if info["name"] == group:
+            return {name: info[name] for name in ("consumers", "pending", "last-delivered-id", "entries-read", "lag")}
+    raise KeyError(f"no consumer group {group!r} on {stream}")
+
+
+def remove_idle_consumers(client, stream: str, group: str, min_idle_ms: int) -> list[str]:
+    """Delete the consumers of `group` idle at least `min_idle_ms` ms that hold no pending entry.
+
+    Commands: one Lua script (`streams_remove_idle_consumers.lua`): XINFO CONSUMERS <stream> <group>,
+    then XGROUP DELCONSUMER <stream> <group> <name> for each consumer that qualifies. Atomic: no
+    consumer can read between the check and its removal (in two client calls, a worker could take
+    entries right after the check). A consumer is created by its first XREADGROUP and stays forever
+    otherwise, so workers named per process or per pod pile up in XINFO CONSUMERS.
+
+    Why never a consumer with pending entries: XGROUP DELCONSUMER drops its pending entries from the
+    group's list (it returns how many), so no XPENDING shows them and no XAUTOCLAIM can find them:
+    they were delivered and will never be processed. Claim them first (`recover`), then remove it.
+
+    Returns:
+        The names of the consumers removed.
+    """
+    return list(lua.register(client, "streams_remove_idle_consumers")(keys=[stream], args=[group, min_idle_ms]))
+
+
+class Uncertain(Exception):
+    """An earlier delivery of this entry started its effect and never recorded the outcome: it may or may not have happened."""
+
+
+def idempotent(client, marks: str, effect: Callable[[dict[str, str]], object], ttl_s: int = 7 * 86_400) -> Handler:
+    """A handler for `process_new`/`recover` that runs `effect(fields)` (an e-mail, a call to a bank) at most once per entry.
+
+    Commands, per entry: SET <marks>:<id> started NX EX <ttl_s> before the effect (only the first
+    delivery gets it), then SET <marks>:<id> done XX KEEPTTL after it; the caller's XACK comes
+    last. A later delivery of the same entry (the worker died before XACK) finds the mark:
+    - "done": the effect happened, the handler returns at once and the entry is acknowledged;
+    - "started": a delivery died between starting the effect and recording it. Whether the e-mail
+      left cannot be known from here, so the handler raises `Uncertain` instead of sending again:
+      the entry stays pending, and `recover` moves it to the dead letters after `max_deliveries`,
+      for a human (or the mail provider's log) to decide. Never twice, and never silently lost.
+
+    Each SET is atomic; the whole is not and cannot be: an effect outside Redis cannot join a Redis
+    transaction. Where the other system accepts an idempotency key (many payment and mail APIs
+    do), pass it the entry id as well: then it can deduplicate the "started" case itself. The
+    outbox is the other side of the same idea: the producer writes the intent (XADD) in the same
+    atomic step as its own state, and only this handler talks to the outside world.
+    Cluster: each mark is its own key. `ttl_s` must outlast the longest possible redelivery.
+    """
+    def handle(entry_id: str, fields: dict[str, str]) -> None:
+        mark = f"{marks}:{entry_id}"
+        if client.set(mark, "started", nx=True, ex=ttl_s):
+            effect(fields)
+            client.set(mark, "done", xx=True, keepttl=True)
+        elif client.get(mark) != "done":
+            raise Uncertain(f"entry {entry_id}: its effect was started by an earlier delivery and never confirmed")
+
+    return handle

@@ -1,8 +1,10 @@
 """Chapter 03: publishing, the bounded Subscriber, fan-out, what is lost, sharded Pub/Sub, experiments, exercises."""
 
+import asyncio
 import glob
 import json
 import re
+import threading
 
 import pytest
 import redis
@@ -13,7 +15,9 @@ from course_lib.exercises import pubsub as checkers
 from course_lib.exercises.solutions import pubsub as solutions
 from course_lib.experiments import pubsub as experiments
 from course_lib.keys import key
-from course_lib.pubsub import LogFollower, Message, Subscriber, deliver_to_rooms, publish_event, publish_logged
+from course_lib.pipelines import async_client
+from course_lib.pubsub import (LogFollower, Message, Subscriber, deliver_to_rooms, handler_thread, keyevent_channel,
+                               listen_async, publish_event, publish_logged)
 from course_lib.servers import wait_for
 
 CHANNEL = key("pubsub", "test")
@@ -209,6 +213,57 @@ def test_classic_publish_on_a_cluster_reaches_every_node_but_counts_local_receiv
             client.close()
 
 
+def test_handler_thread_calls_the_handler_for_every_message_and_is_joined_on_exit(r):
+    got, all_in = [], threading.Event()
+
+    def on_message(message):
+        got.append(message["data"])
+        if len(got) == 3:
+            all_in.set()
+
+    with handler_thread(r, {CHANNEL: on_message}) as thread:
+        assert [r.publish(CHANNEL, f"m{n}") for n in range(3)] == [1, 1, 1]  # confirmed before the thread ran
+        assert all_in.wait(5.0)
+    assert not thread.is_alive() and got == ["m0", "m1", "m2"]
+    wait_for(lambda: r.pubsub_numsub(CHANNEL) == [(CHANNEL, 0)], 5, "the thread's connection to close")
+
+
+def test_asyncio_subscribers_each_receive_every_message_and_close(r):
+    async def scenario():
+        aclient = async_client(r)
+        try:
+            readies = [asyncio.Event() for _ in range(3)]
+            listeners = [asyncio.create_task(listen_async(aclient, [CHANNEL], 4, 5.0, ready)) for ready in readies]
+            await asyncio.wait_for(asyncio.gather(*(ready.wait() for ready in readies)), 5.0)
+            counts = [await aclient.publish(CHANNEL, f"m{n}") for n in range(4)]
+            return counts, await asyncio.gather(*listeners)
+        finally:
+            await aclient.aclose()
+            await aclient.connection_pool.disconnect()
+
+    counts, received = asyncio.run(scenario())
+    assert counts == [3, 3, 3, 3]
+    assert [[m.data for m in messages] for messages in received] == [["m0", "m1", "m2", "m3"]] * 3
+    wait_for(lambda: r.pubsub_numsub(CHANNEL) == [(CHANNEL, 0)], 5, "the asyncio subscribers to close")
+
+
+def test_an_asyncio_wait_is_bounded(r):
+    async def scenario():
+        aclient = async_client(r)
+        try:
+            return await listen_async(aclient, [CHANNEL], 1, 0.2)
+        finally:
+            await aclient.aclose()
+            await aclient.connection_pool.disconnect()
+
+    assert asyncio.run(scenario()) == []
+
+
+def test_keyevent_channel_names():
+    assert keyevent_channel("expired") == "__keyevent@0__:expired"
+    assert keyevent_channel("del", db=3) == "__keyevent@3__:del"
+
+
 # -- experiments ------------------------------------------------------------------------------------
 
 FAN_OUT_EVENTS = [{"room": "lobby", "user": "ann", "text": "hi"}, {"room": "sales", "user": "bob", "text": "deal"},
@@ -257,6 +312,38 @@ def test_an_8mb_limit_is_reached_and_enforced_too():
 def test_slow_subscriber_verdict_fails_when_the_limit_is_not_reached_or_not_set(limit, max_messages):
     row = experiments.run_slow_subscriber(limit=limit, max_messages=max_messages).iloc[0]
     assert not experiments.closed_at_its_limit(row) and row["listed after"]
+
+
+def test_an_expired_event_comes_only_when_a_read_touches_the_key_without_active_expiry():
+    row = experiments.run_expired_event(active_expiry=False).iloc[0]
+    assert experiments.came_only_on_read(row)  # the notebook's verdict
+
+
+def test_expired_event_verdict_fails_with_active_expiry():
+    row = experiments.run_expired_event(active_expiry=True).iloc[0]
+    assert row["event before any read"] and row["keys in memory"] == 0  # the background cycle found it
+    assert not experiments.came_only_on_read(row)
+
+
+def test_a_reconnection_loses_exactly_the_messages_published_in_the_gap(r):
+    row = experiments.run_reconnect_gap(r, gap=5).iloc[0]
+    assert (row["published"], row["received"], row["lost"], row["resubscribed"]) == (10, 5, 5, 1)
+    assert experiments.lost_exactly_the_gap(row, gap=5)
+
+
+def test_reconnect_verdict_fails_when_the_connection_is_not_dropped(r):
+    row = experiments.run_reconnect_gap(r, gap=5, drop=False).iloc[0]
+    assert row["lost"] == 0 and not experiments.lost_exactly_the_gap(row, gap=5)
+
+
+def test_an_idle_subscriber_with_a_health_check_pings(r):
+    row = experiments.run_health_check(r, interval=0.2).iloc[0]
+    assert row["pinged"] and row["last command"] == "ping"
+
+
+def test_health_check_verdict_fails_without_an_interval(r):
+    row = experiments.run_health_check(r, interval=0, idle_for=0.5).iloc[0]
+    assert not row["pinged"] and row["last command"] == "subscribe"
 
 
 @pytest.mark.parametrize("channel, receivers, got", [

@@ -9,7 +9,8 @@ from redis.exceptions import ResponseError
 from course_lib import streams
 from course_lib.concurrency import run_together
 from course_lib.connection import connect
-from course_lib.exercises import evaluate
+from course_lib.exercises import ExerciseFailed, evaluate
+from course_lib.exercises.adversary import every_crash
 from course_lib.exercises import streams as checkers
 from course_lib.exercises.solutions import streams as reference
 from course_lib.experiments import streams as experiments
@@ -269,6 +270,133 @@ def test_simulator_widget_starts_idle_and_reports_on_run(r):
     assert status.value.startswith("Set the rate")
     widget.children[1].children[1].click()
     assert status.value.startswith("after 30 ticks: 150 produced")
+
+
+def test_process_own_pending_handles_its_history_then_stops(r):
+    _fill(r, 6)
+    streams.ensure_group(r, STREAM, "g")
+    r.xreadgroup("g", "mine", {STREAM: ">"}, count=4)
+    r.xreadgroup("g", "theirs", {STREAM: ">"}, count=1)
+    handled = []
+    assert streams.process_own_pending(r, STREAM, "g", "mine", lambda i, f: handled.append(f["order"]), count=3) == 4
+    assert handled == ["0", "1", "2", "3"]  # only its own, oldest first, across two batches
+    assert r.xpending(STREAM, "g")["consumers"] == [{"name": "theirs", "pending": 1}]
+    assert streams.process_own_pending(r, STREAM, "g", "mine", _fail_on()) == 0  # nothing left: no new entry taken
+
+
+def test_process_own_pending_moves_past_a_failure_and_acknowledges_a_deleted_entry(r):
+    ids = _fill(r, 3)
+    streams.ensure_group(r, STREAM, "g")
+    r.xreadgroup("g", "mine", {STREAM: ">"}, count=3)
+    r.xdel(STREAM, ids[2])
+    assert streams.process_own_pending(r, STREAM, "g", "mine", _fail_on("0")) == 1  # terminates
+    pending = r.xpending_range(STREAM, "g", min="-", max="+", count=10)
+    assert [(item["message_id"], item["times_delivered"]) for item in pending] == [(ids[0], 2)]  # history counts
+
+
+def test_restart_verdict_holds_with_the_startup_read_and_fails_without(r):
+    row = experiments.run_restart(r, startup=True).iloc[0]
+    assert experiments.handled_pending_first(row)
+    row = experiments.run_restart(r, startup=False).iloc[0]
+    assert row["orders handled"] == [6, 7, 8] and row["pending left"] == 3
+    assert not experiments.handled_pending_first(row)
+
+
+def test_group_lag_counts_undelivered_entries_and_is_none_after_a_deletion(r):
+    ids = _fill(r, 10)
+    streams.ensure_group(r, STREAM, "g")
+    r.xreadgroup("g", "c", {STREAM: ">"}, count=4)
+    lag = streams.group_lag(r, STREAM, "g")
+    assert (lag["entries-read"], lag["lag"], lag["pending"], lag["consumers"]) == (4, 6, 4, 1)
+    r.xack(STREAM, "g", *ids[:4])
+    assert (streams.group_lag(r, STREAM, "g")["lag"], streams.group_lag(r, STREAM, "g")["pending"]) == (6, 0)
+    r.xdel(STREAM, ids[7])
+    assert streams.group_lag(r, STREAM, "g")["lag"] is None
+    r.xreadgroup("g", "c", {STREAM: ">"}, count=10)
+    assert streams.group_lag(r, STREAM, "g")["lag"] == 0
+    with pytest.raises(KeyError):
+        streams.group_lag(r, STREAM, "nobody")
+
+
+def test_remove_idle_consumers_keeps_those_with_pending_entries_or_recent_activity(r):
+    _fill(r, 3)
+    streams.ensure_group(r, STREAM, "g")
+    r.xreadgroup("g", "holder", {STREAM: ">"}, count=2)
+    r.xreadgroup("g", "idle", {STREAM: "0"}, count=1)  # reads its empty history: a consumer with nothing pending
+    assert streams.remove_idle_consumers(r, STREAM, "g", min_idle_ms=3_600_000) == []  # nobody idle an hour
+    assert streams.remove_idle_consumers(r, STREAM, "g", min_idle_ms=0) == ["idle"]
+    assert [c["name"] for c in r.xinfo_consumers(STREAM, "g")] == ["holder"]
+
+
+def test_deleting_a_consumer_with_pending_entries_loses_track_of_them(r):
+    _fill(r, 3)
+    streams.ensure_group(r, STREAM, "g")
+    r.xreadgroup("g", "holder", {STREAM: ">"}, count=2)
+    assert r.xgroup_delconsumer(STREAM, "g", "holder") == 2
+    assert r.xpending(STREAM, "g")["pending"] == 0
+    assert r.xautoclaim(STREAM, "g", "rescuer", min_idle_time=0)[1] == []  # nobody can find them again
+    assert streams.entries(r.xreadgroup("g", "rescuer", {STREAM: ">"})) != [] and r.xlen(STREAM) == 3
+
+
+def _mail_scenario(r, handler_for):
+    sent = []
+    stream, marks = key("streams", "{mail}", "orders"), key("streams", "{mail}", "sent")
+
+    def setup():
+        r.delete(stream, stream + ":dead", *r.keys(marks + ":*"))
+        sent.clear()
+        streams.ensure_group(r, stream, "g")
+        r.xadd(stream, {"order": "42"})
+
+    def send(fields):
+        sent.append(fields["order"])
+
+    def call(client):
+        streams.process_new(client, stream, "g", "mailer", handler_for(client, marks, send), block_ms=None)
+
+    def invariant():
+        for _ in range(3):
+            streams.recover(r, stream, "g", "rescuer", handler_for(r, marks, send), stream + ":dead",
+                            min_idle_ms=0, max_deliveries=2)
+        if len(sent) > 1:
+            return f"the e-mail was sent {len(sent)} times"
+        if not sent and not r.xlen(stream + ":dead"):
+            return "the e-mail was never sent and nobody was told"
+        return None
+
+    return setup, call, invariant
+
+
+def test_idempotent_effect_survives_a_crash_at_every_round_trip(r):
+    setup, call, invariant = _mail_scenario(r, streams.idempotent)
+    assert every_crash(r, setup, call, invariant, "the mailer") == 4
+
+
+def test_a_plain_effect_sends_twice_after_a_crash_before_xack(r):
+    setup, call, invariant = _mail_scenario(r, lambda client, marks, send: lambda entry_id, fields: send(fields))
+    with pytest.raises(ExerciseFailed, match="sent 2 times"):
+        every_crash(r, setup, call, invariant, "the mailer")
+
+
+def test_idempotent_says_uncertain_for_a_started_effect_and_skips_a_done_one(r):
+    sent = []
+    handle = streams.idempotent(r, key("streams", "marks"), lambda fields: sent.append(fields))
+    handle("1-0", {"n": "1"})
+    handle("1-0", {"n": "1"})
+    assert sent == [{"n": "1"}] and r.get(key("streams", "marks", "1-0")) == "done"
+    assert 0 < r.ttl(key("streams", "marks", "1-0")) <= 7 * 86_400
+    r.set(key("streams", "marks", "2-0"), "started")
+    with pytest.raises(streams.Uncertain):
+        handle("2-0", {"n": "2"})
+    assert len(sent) == 1
+
+
+def test_email_crash_verdict_holds_with_marks_and_fails_without(r):
+    frame = experiments.run_email_crashes(r, use_marks=True)
+    assert frame["e-mails sent"].tolist() == [1, 1, 1, 1] and frame["dead-lettered"].tolist() == [0, 1, 0, 0]
+    assert experiments.never_twice_never_lost(frame)
+    plain = experiments.run_email_crashes(r, use_marks=False)
+    assert plain["e-mails sent"].tolist() == [2, 1] and not experiments.never_twice_never_lost(plain)
 
 
 # -- exercises --------------------------------------------------------------------------------------

@@ -5,9 +5,15 @@
 - `run_delivery_latency`: PUBLISH until the last of N subscribers has the message, on loopback;
 - `run_slow_subscriber`: a subscriber that never reads, on a scratch server with a given
   `client-output-buffer-limit pubsub`, until the server disconnects it (`closed_at_its_limit`: its verdict);
+- `run_expired_event`: keyspace notifications on a scratch server: when the `expired` event comes,
+  with active expiry on or off (`came_only_on_read`: its verdict);
+- `run_reconnect_gap`: a subscriber whose connection is killed; redis-py reconnects by itself and
+  the messages published meanwhile are counted lost (`lost_exactly_the_gap`);
+- `run_health_check`: an idle subscriber with or without `health_check_interval`: did it PING?
 - `run_playground` / `playground_widget`: publish on a channel, see which of three subscribers got it.
 
-No keys are written: everything here is channels, named `course:pubsub:<...>`.
+No keys are written on the course server: everything here is channels, named `course:pubsub:<...>`
+(`run_expired_event` writes its one key on its own scratch server).
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import redis
 from course_lib.concurrency import run_together
 from course_lib.keys import key
 from course_lib.measure import latencies, summary_ms
-from course_lib.pubsub import Subscriber, deliver_to_rooms, publish_event
+from course_lib.pubsub import Subscriber, deliver_to_rooms, enable_keyspace_events, keyevent_channel, publish_event
 from course_lib.servers import scratch_server, wait_for
 
 CHAT = key("pubsub", "chat")
@@ -157,6 +163,144 @@ def closed_at_its_limit(row) -> bool:
     """The verdict on a `run_slow_subscriber` row: the server let the output buffer grow to at least
     half its hard limit, and then closed the subscriber (a limit never reached, or never enforced, fails)."""
     return bool(row["dropped"] and not row["listed after"] and row["peak buffer MB"] >= 0.5 * row["hard limit MB"])
+
+
+def run_expired_event(active_expiry: bool = True, ttl_ms: int = 50, window: float = 1.5) -> pd.DataFrame:
+    """When does the `expired` keyspace event come? A key with a `ttl_ms` TTL on a scratch server.
+
+    The scratch server gets `notify-keyspace-events Ex`; with `active_expiry` False its background
+    expiry cycle is switched off (DEBUG SET-ACTIVE-EXPIRE 0), leaving only lazy expiry. A subscriber
+    to `__keyevent@0__:expired` is confirmed, the key is SET with PX, and the event is awaited for
+    at most `window` seconds, with nobody touching the key. Then DBSIZE (which counts keys still in
+    memory, expired or not, without touching any), a GET of the key, and again at most `window` s
+    for the event. Every wait ends at the event itself; only an event that never comes costs `window`.
+
+    Returns:
+        One row: active expiry, TTL ms, `event before any read`, `ms after the TTL` (when it came
+        before a read, else None), `keys in memory` after the wait, `GET` (None: expired),
+        `event after the read`.
+    """
+    name = key("pubsub", "expiring")
+    with scratch_server() as server:
+        admin, listener = server.client(), server.client()
+        try:
+            enable_keyspace_events(admin, "Ex")
+            if not active_expiry:
+                admin.execute_command("DEBUG", "SET-ACTIVE-EXPIRE", "0")
+            with Subscriber(listener, channels=[keyevent_channel("expired")]) as events:
+                admin.set(name, "soon gone", px=ttl_ms)
+                expires_at = time.monotonic() + ttl_ms / 1000
+                before = events.get(timeout=window)
+                delay = round((time.monotonic() - expires_at) * 1000) if before is not None else None
+                in_memory = admin.dbsize()
+                value = admin.get(name)
+                after = events.get(timeout=window) if before is None else None
+        finally:
+            admin.close()
+            listener.close()
+    return pd.DataFrame([{"active expiry": active_expiry, "TTL ms": ttl_ms,
+                          "event before any read": before is not None and before.data == name,
+                          "ms after the TTL": delay, "keys in memory": in_memory, "GET": value,
+                          "event after the read": after is not None and after.data == name}])
+
+
+def came_only_on_read(row) -> bool:
+    """The verdict on a `run_expired_event` row: no event while the expired key sat untouched in
+    memory, and the event right after a read touched it (an active expiry cycle fails it)."""
+    return bool(not row["event before any read"] and row["keys in memory"] == 1 and row["GET"] is None
+                and row["event after the read"])
+
+
+def _named_client(client, name: str, **settings) -> redis.Redis:
+    """A client of `client`'s server with its own pool, every connection named `name` (CLIENT LIST shows it)."""
+    return redis.Redis(connection_pool=redis.ConnectionPool(
+        **{**client.connection_pool.connection_kwargs, "client_name": name, **settings}))
+
+
+def _kill_by_name(client, name: str) -> int:
+    """CLIENT KILL ID for every connection named `name`: the server closes it, as a network failure would."""
+    victims = [entry["id"] for entry in client.client_list() if entry.get("name") == name]
+    for victim in victims:
+        client.client_kill_filter(_id=victim)
+    return len(victims)
+
+
+def run_reconnect_gap(client, gap: int = 5, drop: bool = True, timeout: float = 5.0) -> pd.DataFrame:
+    """A subscriber's connection is killed (CLIENT KILL), `gap` messages are published, and it reads again.
+
+    2 messages are received live first. With `drop`, the server then closes the subscriber's
+    connection; the `gap` messages published next find nobody (PUBLISH -> 0). The subscriber's
+    next read fails, and redis-py (its client has a `Retry`) reconnects and subscribes again by
+    itself: no error reaches the application, only the new confirmation (`Subscriber.resubscribed`).
+    3 more messages and an end marker follow, read until the marker.
+
+    Returns:
+        One row: published, `PUBLISH receivers during the gap` (their sum), received, lost
+        (published - received), resubscribed.
+    """
+    channel, name = key("pubsub", "reconnect"), key("pubsub", "reconnecting-subscriber")
+    listener = _named_client(client, name)
+    try:
+        with Subscriber(listener, channels=[channel]) as subscriber:
+            published = [f"before-{n}" for n in range(2)]
+            for text in published:
+                client.publish(channel, text)
+            got = subscriber.receive(2, timeout)
+            if drop:
+                _kill_by_name(client, name)
+            gap_texts = [f"gap-{n}" for n in range(gap)]
+            receivers = sum(client.publish(channel, text) for text in gap_texts)
+            published += gap_texts
+            deadline = time.monotonic() + timeout
+            while drop and subscriber.resubscribed == 0 and time.monotonic() < deadline:
+                if (message := subscriber.get(deadline - time.monotonic())) is not None:
+                    got.append(message)
+            after = [f"after-{n}" for n in range(3)]
+            for text in after + [END]:
+                client.publish(channel, text)
+            published += after
+            got += subscriber.receive_until(END, timeout)
+            resubscribed = subscriber.resubscribed
+    finally:
+        listener.close()
+    return pd.DataFrame([{"published": len(published), "PUBLISH receivers during the gap": receivers,
+                          "received": len(got), "lost": len(published) - len(got), "resubscribed": resubscribed}])
+
+
+def lost_exactly_the_gap(row, gap: int) -> bool:
+    """The verdict on a `run_reconnect_gap` row: the reconnection happened, no error surfaced, and
+    exactly the `gap` messages published while the connection was down were lost (no more, no fewer)."""
+    return bool(row["resubscribed"] == 1 and row["lost"] == gap and row["PUBLISH receivers during the gap"] == 0)
+
+
+def run_health_check(client, interval: float, idle_for: float = 1.5) -> pd.DataFrame:
+    """An idle subscriber (nothing is published) reads for at most `idle_for` seconds: does it PING?
+
+    Its client has `health_check_interval=interval` (0: none). The subscriber reads in 50 ms
+    slices, and after each one CLIENT LIST tells the last command the server received on its
+    connection (`cmd`); the loop ends at the first PING. redis-py's health check is that PING,
+    sent before a read once the connection has been silent for `interval` s; its reply is
+    swallowed (never returned as a message).
+
+    Returns:
+        One row: interval, pinged, `last command`, `seconds until the PING` (None if none came).
+    """
+    channel, name = key("pubsub", "idle"), key("pubsub", "idle-subscriber")
+    listener = _named_client(client, name, health_check_interval=interval)
+    try:
+        with Subscriber(listener, channels=[channel]) as subscriber:
+            start = time.monotonic()
+            last = None
+            while last != "ping" and time.monotonic() - start < idle_for:
+                message = subscriber.get(timeout=0.05)
+                if message is not None:
+                    raise RuntimeError(f"nothing is published on {channel}, yet it received {message}")
+                last = next(entry["cmd"] for entry in client.client_list() if entry.get("name") == name)
+            waited = round(time.monotonic() - start, 2)
+    finally:
+        listener.close()
+    return pd.DataFrame([{"interval": interval, "pinged": last == "ping", "last command": last,
+                          "seconds until the PING": waited if last == "ping" else None}])
 
 
 def run_playground(client, channel: str, message: str = "hello", timeout: float = 5.0) -> pd.DataFrame:

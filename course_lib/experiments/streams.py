@@ -2,7 +2,9 @@
 
 Keys written (all under `course:streams:`, each run deletes what it wrote before starting and after):
 - `{batch}:events`: stream with group `batch`: `run_batch_reads` (`batching_speedup` reads its table);
-- `{sim}:events`, `{sim}:events:dead`: streams (group `workers`): `run_simulation`.
+- `{sim}:events`, `{sim}:events:dead`: streams (group `workers`): `run_simulation`;
+- `{restart}:orders`: stream (group `mailer`): `run_restart`;
+- `{mail}:orders`, `{mail}:orders:dead`: streams (group `mailer`), `{mail}:sent:<id>`: strings: `run_email_crashes`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import pandas as pd
 
 from course_lib.keys import delete_prefix, key
 from course_lib.pipelines import RoundTripCounter
-from course_lib.streams import Recovery, ensure_group, process_new, recover
+from course_lib.exercises.adversary import Adversary, SimulatedCrash
+from course_lib.streams import (Recovery, ensure_group, entries, idempotent, process_new, process_own_pending,
+                                recover)
 
 CHAPTER = "streams"
 
@@ -165,3 +169,112 @@ def simulator_widget(client):
 
     run.on_click(on_run)
     return widgets.VBox([widgets.HBox([rate, workers]), widgets.HBox([crash, run]), status, output])
+
+
+def run_restart(client, startup: bool = True) -> pd.DataFrame:
+    """A mailer takes orders 1-5, handles and acknowledges 1 and 2, and dies; orders 6-8 arrive; it restarts.
+
+    The restarted worker keeps its consumer name. With `startup` it first reads its own pending
+    entries (`process_own_pending`: XREADGROUP ... 0 until empty), then new ones (`process_new`,
+    `>`); without, it reads only `>`, and orders 3-5 stay pending for it although it is alive.
+
+    Returns:
+        One row: start, `orders handled` (in order), `pending left`.
+    """
+    stream, group, worker = key(CHAPTER, "{restart}", "orders"), "mailer", "mailer-1"
+    _forget(client, "restart")
+    try:
+        ensure_group(client, stream, group)
+        for order in range(1, 6):
+            client.xadd(stream, {"order": order})
+        taken = entries(client.xreadgroup(group, worker, {stream: ">"}, count=5))
+        client.xack(stream, group, *[entry_id for entry_id, _ in taken[:2]])  # handled 1 and 2, then died
+        for order in range(6, 9):
+            client.xadd(stream, {"order": order})
+        handled: list[int] = []
+
+        def handle(entry_id, fields):
+            handled.append(int(fields["order"]))
+
+        if startup:
+            process_own_pending(client, stream, group, worker, handle)
+        while process_new(client, stream, group, worker, handle, block_ms=None):
+            pass
+        return pd.DataFrame([{"start": "0 until empty, then >" if startup else "> only", "orders handled": handled,
+                              "pending left": client.xpending(stream, group)["pending"]}])
+    finally:
+        _forget(client, "restart")
+
+
+def handled_pending_first(row) -> bool:
+    """The verdict on a `run_restart` row: orders 3-5 (its own pending) before 6-8, and nothing left pending."""
+    return row["orders handled"] == list(range(3, 9)) and row["pending left"] == 0
+
+
+def run_email_crashes(client, use_marks: bool = True, max_deliveries: int = 2) -> pd.DataFrame:
+    """Sending an order's e-mail from a consumer group, with the worker killed at every point in turn.
+
+    The worker runs `process_new` once on a stream holding one order; its handler sends the e-mail
+    (appends to a list: the mail server) either through `idempotent` (`use_marks`) or directly.
+    A clean run counts the worker's round trips n; then for k = 1 .. n-1 the worker dies right
+    after its k-th round trip (the adversary's `crash_after`): whatever its code does between
+    round trips (sending the e-mail) has happened, nothing after has. Then a rescuer calls
+    `recover` (min idle 0) until nothing is pending (at most `max_deliveries` + 1 calls).
+
+    Returns:
+        One row per crash point: `crash after` (round trip and its commands), `e-mails sent`,
+        `dead-lettered`, `pending`; a last row for the run without a crash.
+    """
+    stream, group = key(CHAPTER, "{mail}", "orders"), "mailer"
+    dead, marks = stream + ":dead", key(CHAPTER, "{mail}", "sent")
+    sent: list[str] = []
+
+    def send(fields):
+        sent.append(fields["order"])
+
+    def handler(c):
+        return idempotent(c, marks, send) if use_marks else (lambda entry_id, fields: send(fields))
+
+    def setup():
+        _forget(client, "mail")
+        sent.clear()
+        ensure_group(client, stream, group)
+        client.xadd(stream, {"order": "42", "to": "ann@example.com"})
+
+    def work(c):
+        process_new(c, stream, group, "mailer-1", handler(c), block_ms=None)
+
+    def outcome(crash: str) -> dict:
+        for _ in range(max_deliveries + 1):
+            if not client.xpending(stream, group)["pending"]:
+                break
+            recover(client, stream, group, "mailer-2", handler(client), dead, min_idle_ms=0,
+                    max_deliveries=max_deliveries)
+        return {"crash after": crash, "e-mails sent": len(sent), "dead-lettered": client.xlen(dead),
+                "pending": client.xpending(stream, group)["pending"]}
+
+    try:
+        setup()
+        with Adversary(client) as clean:
+            work(clean.client)
+            sent_commands = clean.sent
+        rows = [outcome("no crash")]
+        for k in range(1, len(sent_commands)):
+            setup()
+            with Adversary(client, crash_after=k) as crashing:
+                try:
+                    work(crashing.client)
+                except SimulatedCrash:
+                    pass
+            steps = ", ".join(f"SET {c[2]}" if c[0] == "SET" else c[0] for c in sent_commands[k - 1])  # which mark
+            rows.insert(k - 1, outcome(f"round trip {k} ({steps})"))
+        return pd.DataFrame(rows).set_index("crash after")
+    finally:
+        _forget(client, "mail")
+
+
+def never_twice_never_lost(frame) -> bool:
+    """The verdict on `run_email_crashes`: after every crash at most one e-mail left, each order was
+    either e-mailed or dead-lettered for a human (never silently dropped), and nothing stays pending."""
+    mailed, dead = frame["e-mails sent"], frame["dead-lettered"]
+    return bool((mailed <= 1).all() and ((mailed == 1) | (dead == 1)).all() and (frame["pending"] == 0).all())

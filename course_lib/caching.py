@@ -1,10 +1,17 @@
 """Caching patterns of chapter 02: cache-aside, write-through, invalidation, stampede protection, client-side caching.
 
+Three ways to keep a hot key from stampeding at its expiry: `cache_aside_locked` (one loads, the
+others wait), `cache_aside_early` (probabilistic early refresh, "XFetch": one caller reloads
+before the expiry) and `cache_aside_swr` (stale-while-revalidate: callers get the old value while
+one reload runs in the background). `versioned_name` puts a schema version in cache keys for deploys.
+
 `guide_cache_aside` is the guide's version, kept to show live what it forgets.
 
 Keys written (all strings):
 - `course:caching:<name>:<arg>...`: a cached result as JSON; `null` is a cached "no such row"
   (negative caching), kept for a shorter time than a real value (the guide's version caches no `null`);
+  `cache_aside_early` stores `{"value": ..., "delta": seconds the load took}` instead;
+- `course:caching:<name>:v<version>:<arg>...`: the same, under a versioned name (`versioned_name`);
 - `course:caching:lock:<name>:<arg>...`: a random token, the per-key loading lock of
   `cache_aside_locked`, expiring on its own (PX) if its holder dies.
 
@@ -16,8 +23,10 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import random
 import secrets
+import threading
 import time
 from typing import Callable
 
@@ -173,6 +182,145 @@ def cache_aside_locked(client, name: str, *, ttl: float = 300.0, jitter: float =
         return _with_helpers(cached, client, name)
 
     return decorate
+
+
+def _entry_and_pttl(client, cache_key: str) -> tuple[str | None, int]:
+    """GET and PTTL of `cache_key` in one MULTI/EXEC (one round trip, both read at the same instant)."""
+    with client.pipeline(transaction=True) as pipe:
+        raw, remaining_ms = pipe.get(cache_key).pttl(cache_key).execute()
+    return raw, remaining_ms
+
+
+def cache_aside_early(client, name: str, *, ttl: float = 300.0, beta: float = 1.0, lock_ttl: float = 10.0,
+                      rng: random.Random | None = None) -> Callable[[Callable], Callable]:
+    """Decorator: cache-aside that reloads a hot entry shortly *before* it expires (XFetch).
+
+    Probabilistic early expiration (Vattani, Chierichetti and Lowenstein, "Optimal probabilistic
+    cache stampede prevention", VLDB 2015). Each entry is JSON `{"value": ..., "delta": s}`, where
+    `delta` is how long its load took, written with SET ... PX (`ttl` seconds, no jitter: the
+    early reloads already spread). A read is one MULTI/EXEC of GET and PTTL. The caller reloads
+    early when `delta * beta * -ln(u)` (u uniform in (0, 1]) reaches the remaining TTL: rarely
+    while the entry is young, almost surely in its last `delta` or so. Under steady traffic one
+    caller reloads before the expiry and nobody ever misses. That caller takes the key's lock
+    (SET lock token NX PX `lock_ttl`, released with `release_lock`) first; if another caller holds
+    it, it returns the current value instead: one query per reload, not one per lucky draw.
+    The remaining TTL comes from the server, so app servers' clocks do not matter.
+
+    Caveats: the caller that reloads waits for the load (the others do not); `beta` > 1 reloads
+    earlier, 0 never early (plain cache-aside). A true miss (a cold key, an eviction, a key read
+    too rarely to draw in time) loads without the lock, like `cache_aside`: warm hot keys, or use
+    `cache_aside_locked` for them. `None` is cached like any value. On a cluster the MULTI reads
+    one key, so it runs on the key's primary (redis-py's cluster pipeline must support
+    transactions). The decorated function gains `.key(*args)` and `.invalidate(*args)`.
+    """
+    rng = rng or random.Random()
+
+    def decorate(load: Callable) -> Callable:
+        def reload(cache_key: str, args: tuple):
+            start = time.monotonic()
+            value = load(*args)
+            entry = {"value": value, "delta": time.monotonic() - start}
+            client.set(cache_key, json.dumps(entry), px=max(1, round(ttl * 1000)))
+            return value
+
+        @functools.wraps(load)
+        def cached(*args):
+            cache_key = key(CHAPTER, name, *args)
+            raw, remaining_ms = _entry_and_pttl(client, cache_key)
+            if raw is None:
+                return reload(cache_key, args)
+            entry = json.loads(raw)
+            draw = entry["delta"] * beta * -math.log(1.0 - rng.random())  # 1 - random() is in (0, 1]
+            if draw * 1000 < remaining_ms:
+                return entry["value"]
+            lock_key = key(CHAPTER, "lock", name, *args)
+            token = secrets.token_hex(16)
+            if not client.set(lock_key, token, nx=True, px=round(lock_ttl * 1000)):
+                return entry["value"]  # another caller is reloading it; this value is still valid
+            try:
+                return reload(cache_key, args)
+            finally:
+                release_lock(client, lock_key, token)
+
+        return _with_helpers(cached, client, name)
+
+    return decorate
+
+
+def _in_a_thread(job: Callable[[], object]) -> None:
+    threading.Thread(target=job, name="cache refresh", daemon=True).start()
+
+
+def cache_aside_swr(client, name: str, *, ttl: float = 300.0, stale: float = 60.0, lock_ttl: float = 10.0,
+                    submit: Callable[[Callable[[], object]], object] = _in_a_thread) -> Callable[[Callable], Callable]:
+    """Decorator: stale-while-revalidate; an entry past its `ttl` is served while one caller reloads it in the background.
+
+    Each entry is plain JSON written with SET ... PX (`ttl` + `stale` seconds): fresh while its
+    PTTL is above `stale` seconds, then stale. A read is one MULTI/EXEC of GET and PTTL. A stale
+    read returns the old value at once, and if it takes the key's lock (SET lock token NX PX
+    `lock_ttl`) hands `submit` a job that loads, stores and releases the lock (`release_lock`):
+    one reload per key across all app servers, and no caller waits for it.
+
+    Args:
+        ttl: seconds an entry is fresh.
+        stale: seconds more it may be served stale while it is reloaded; at 0 it never is
+            (plain cache-aside with a lock-free miss).
+        lock_ttl: the reload lock's expiry, above the slowest load.
+        submit: runs the reload job; default a daemon thread per reload. Pass an executor's
+            `submit` to bound the threads and to wait for them (`shutdown(wait=True)`).
+
+    Caveats: callers may see data up to `stale` seconds older than `ttl` allows: choose it per
+    kind of data (a product description, not a balance). A reload that fails leaves the entry
+    stale until the lock expires and the next stale read tries again (the error stays in the
+    thread or future); after `ttl` + `stale` it is a plain miss. A true miss loads in the caller,
+    without the lock, like `cache_aside`. On a cluster the MULTI reads one key, on its primary.
+    The decorated function gains `.key(*args)` and `.invalidate(*args)`.
+    """
+
+    def decorate(load: Callable) -> Callable:
+        def reload(cache_key: str, args: tuple):
+            value = load(*args)
+            client.set(cache_key, json.dumps(value), px=max(1, round((ttl + stale) * 1000)))
+            return value
+
+        def reload_then_release(cache_key: str, lock_key: str, token: str, args: tuple) -> None:
+            try:
+                reload(cache_key, args)
+            finally:
+                release_lock(client, lock_key, token)
+
+        @functools.wraps(load)
+        def cached(*args):
+            cache_key = key(CHAPTER, name, *args)
+            raw, remaining_ms = _entry_and_pttl(client, cache_key)
+            if raw is None:
+                return reload(cache_key, args)
+            if remaining_ms <= stale * 1000:
+                lock_key = key(CHAPTER, "lock", name, *args)
+                token = secrets.token_hex(16)
+                if client.set(lock_key, token, nx=True, px=round(lock_ttl * 1000)):
+                    submit(functools.partial(reload_then_release, cache_key, lock_key, token, args))
+            return json.loads(raw)
+
+        return _with_helpers(cached, client, name)
+
+    return decorate
+
+
+def versioned_name(name: str, version: int | str) -> str:
+    """`versioned_name("profile", 2)` -> `"profile:v2"`: a cache name that carries the cached shape's version.
+
+    Bump the version in the same change that alters what a loader returns (a field renamed, a
+    type changed): code of version 2 reads `course:caching:profile:v2:<id>` and can never parse
+    an entry written by version 1, which it would otherwise read back until that entry's TTL.
+    No flush is needed at deploy time: the old entries keep their TTL and expire on their own,
+    and during a rolling deploy old and new app servers each read their own keys.
+
+    Caveats: the cache starts cold for the new version (a miss per key: warm the hot ones, or
+    expect a wave of loads); invalidation on writes must delete the key of every version still
+    running; memory holds both versions until the old entries expire.
+    """
+    return f"{name}:v{version}"
 
 
 def write_through(client, cache_key: str, write: Callable[[], object], ttl: float = 300.0,

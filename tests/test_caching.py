@@ -9,12 +9,14 @@ import secrets
 import threading
 import time
 
+import pandas as pd
 import pytest
 import redis
 
 from course_lib import caching
-from course_lib.caching import (TrackingCache, cache_aside, cache_aside_locked, guide_cache_aside, jittered_ttl,
-                                release_lock, store, update_then_invalidate, write_through)
+from course_lib.caching import (TrackingCache, cache_aside, cache_aside_early, cache_aside_locked, cache_aside_swr,
+                                guide_cache_aside, jittered_ttl, release_lock, store, update_then_invalidate,
+                                versioned_name, write_through)
 from course_lib.concurrency import run_together
 from course_lib.connection import connect
 from course_lib.exercises import evaluate
@@ -139,6 +141,101 @@ def test_release_lock_deletes_only_its_own_token(r):
     assert release_lock(r, lock, "theirs") is False and r.get(lock) == "mine"
     assert release_lock(r, lock, "mine") is True and r.exists(lock) == 0
     assert release_lock(r, lock, "mine") is False
+
+
+# --- early refresh, stale-while-revalidate, versioned keys ---------------------------------------
+
+class Draws(random.Random):
+    """A generator whose `random()` returns the given values in turn: an XFetch draw chosen by the test."""
+
+    def __init__(self, *values):
+        super().__init__(0)
+        self.values = list(values)
+
+    def random(self):
+        return self.values.pop(0)
+
+
+def test_early_refresh_stores_the_load_time_and_reloads_only_when_the_draw_reaches_the_remaining_ttl(r):
+    load, calls = counting({"n": 1})
+    # -ln(1 - 0.0) = 0: never early; -ln(1 - 0.999999) is about 13.8 load times: reloads now
+    get = cache_aside_early(r, "early", ttl=60, beta=1.0, rng=Draws(0.0, 0.0, 0.999999))(load)
+    assert get(1) == {"n": 1} and len(calls) == 1  # a miss loads
+    entry = json.loads(r.get(get.key(1)))
+    assert entry["value"] == {"n": 1} and entry["delta"] >= 0 and 59_000 < r.pttl(get.key(1)) <= 60_000
+    r.set(get.key(1), json.dumps({"value": {"n": 0}, "delta": 1.0}), px=5000)  # 5 s left, loads take 1 s
+    assert get(1) == {"n": 0} and len(calls) == 1  # draw 0: served
+    assert get(1) == {"n": 0} and len(calls) == 1  # draw 0 again
+    assert get(1) == {"n": 1} and len(calls) == 2 and r.pttl(get.key(1)) > 59_000  # 13.8 s >= 5 s: reloaded
+    assert r.exists(key("caching", "lock", "early", 1)) == 0
+
+
+def test_early_refresh_serves_the_current_value_while_another_caller_reloads(r):
+    load, calls = counting("new")
+    get = cache_aside_early(r, "early", ttl=60, beta=1.0, rng=Draws(0.999999))(load)
+    r.set(get.key(2), json.dumps({"value": "old", "delta": 1.0}), px=5000)
+    r.set(key("caching", "lock", "early", 2), "another caller", px=10_000)
+    assert get(2) == "old" and calls == [] and r.get(key("caching", "lock", "early", 2)) == "another caller"
+
+
+def test_early_refresh_with_beta_0_never_reloads_before_the_expiry(r):
+    load, calls = counting("v")
+    get = cache_aside_early(r, "early", ttl=60, beta=0)(load)
+    r.set(get.key(3), json.dumps({"value": "old", "delta": 100.0}), px=50)
+    assert [get(3) for _ in range(20)] == ["old"] * 20 and calls == []
+
+
+def test_stale_while_revalidate_serves_the_stale_value_and_reloads_once_in_the_background(r):
+    load, calls = counting("new")
+    jobs = []
+    get = cache_aside_swr(r, "swr", ttl=60, stale=30, submit=jobs.append)(load)
+    r.set(get.key(1), json.dumps("fresh"), px=50_000)  # 50 s left > 30 s stale window: fresh
+    assert get(1) == "fresh" and jobs == []
+    r.set(get.key(1), json.dumps("old"), px=20_000)  # in the stale window
+    assert [get(1) for _ in range(5)] == ["old"] * 5 and len(jobs) == 1 and calls == []  # one reload, no waiting
+    assert r.exists(key("caching", "lock", "swr", 1)) == 1
+    jobs[0]()
+    assert calls == [(1,)] and get(1) == "new" and 89_000 < r.pttl(get.key(1)) <= 90_000
+    assert r.exists(key("caching", "lock", "swr", 1)) == 0
+
+
+def test_stale_while_revalidate_releases_the_lock_when_the_reload_fails_and_loads_a_miss_in_the_caller(r):
+    def failing(*args):
+        raise RuntimeError("database down")
+
+    jobs = []
+    get = cache_aside_swr(r, "swr", ttl=60, stale=30, submit=jobs.append)(failing)
+    r.set(get.key(2), json.dumps("old"), px=10_000)
+    assert get(2) == "old" and len(jobs) == 1
+    with pytest.raises(RuntimeError):
+        jobs[0]()
+    assert r.exists(key("caching", "lock", "swr", 2)) == 0 and get(2) == "old" and len(jobs) == 2  # tried again
+    load, calls = counting("v")
+    assert cache_aside_swr(r, "swr", ttl=60, stale=30, submit=jobs.append)(load)(3) == "v" and calls == [(3,)]
+
+
+def test_stale_while_revalidate_default_runs_the_reload_in_a_thread(r):
+    loaded = threading.Event()
+
+    def load(*args):
+        loaded.set()
+        return "new"
+
+    get = cache_aside_swr(r, "swr", ttl=60, stale=30)(load)
+    r.set(get.key(4), json.dumps("old"), px=1000)
+    assert get(4) == "old" and loaded.wait(timeout=10)
+    for thread in threading.enumerate():
+        if thread.name == "cache refresh":
+            thread.join(timeout=10)  # it stores the value and releases the lock with `r`: before `r` closes
+    assert get(4) == "new" and r.exists(key("caching", "lock", "swr", 4)) == 0
+
+
+def test_versioned_names_keep_two_shapes_apart(r):
+    assert versioned_name("profile", 2) == "profile:v2"
+    v1 = cache_aside(r, versioned_name("profile", 1))(lambda uid: {"name": "Ada"})
+    v2 = cache_aside(r, versioned_name("profile", 2))(lambda uid: {"display_name": "Ada"})
+    assert v1(7) == {"name": "Ada"} and v2(7) == {"display_name": "Ada"} and v1(7) == {"name": "Ada"}
+    assert v2.key(7) == "course:caching:profile:v2:7" and r.pttl(v1.key(7)) > 0
 
 
 # --- writes --------------------------------------------------------------------------------------
@@ -370,6 +467,62 @@ def test_workload_widget_runs_both_ways(r, shop):
     assert len(frame) == 500 and "allkeys-lru" in where
     requests.value = 500
     run.click()
+
+
+def lru_verdicts(frame):
+    """The notebook's two verdicts on `run_lru_samples`."""
+    share = frame["evicted among the oldest %"]
+    return share[5] >= share[1] + 20 and share[10] >= share[5] + 5, share[10] >= 65
+
+
+def test_more_lru_samples_evict_closer_to_true_lru():
+    frame = experiments.run_lru_samples()  # the notebook's setting
+    assert lru_verdicts(frame) == (True, True)
+    assert (frame["old keys evicted"] > 1000).all()
+    # Degraded: random eviction ignores idle time, whatever the number of samples.
+    assert lru_verdicts(experiments.run_lru_samples(policy="allkeys-random")) == (False, False)
+
+
+def lfu_verdict(row):
+    """The notebook's verdict on a row of `run_lfu_counters`: 10,000 reads rank clearly above 1,000."""
+    return row["after 10000 reads"] >= row["after 1000 reads"] + 10
+
+
+def test_lfu_counters_saturate_with_a_small_log_factor_only():
+    frame = experiments.run_lfu_counters()  # the notebook's setting
+    assert lfu_verdict(frame.loc[10]) and frame.loc[10, "after 10000 reads"] < 255
+    assert frame.loc[0, "after 1000 reads"] == frame.loc[0, "after 10000 reads"] == 255
+    assert (frame["after 100 reads"] >= 5).all()  # a new key starts at 5, never below
+    # Degraded: a log factor of 0 saturates the counter; the verdict turns False.
+    assert not lfu_verdict(experiments.run_lfu_counters(log_factors=(0,)).loc[0])
+
+
+def refresh_verdicts(frame, callers=8):
+    """The notebook's three verdicts on `run_refresh`."""
+    lock, early, swr = (frame.loc[variant] for variant in experiments.REFRESH_VARIANTS)
+    return (lock["db queries"] == 1 and lock["waited for the database"] >= callers - 1,
+            early["waited for the database"] <= lock["waited for the database"] / 2,
+            swr["db queries"] == 1 and swr["waited for the database"] <= 1)
+
+
+def test_early_refresh_and_stale_while_revalidate_make_fewer_callers_wait_than_the_lock(r, shop):
+    frame = experiments.run_refresh(r, shop)  # the notebook's setting
+    assert refresh_verdicts(frame) == (True, True, True)
+    assert (frame["requests"] > 300).all() and r.exists(key("caching", "lock", "refresh", 5)) == 0
+    # Degraded: no early refresh (beta 0) and no stale window: every caller misses at the expiry.
+    degraded = experiments.run_refresh(r, shop, beta=0, stale=0, variants=experiments.REFRESH_VARIANTS[1:])
+    lock = frame.loc["per-key lock"]
+    assert refresh_verdicts(pd.concat([lock.to_frame().T, degraded])) == (True, False, False)
+
+
+def test_a_deploy_without_a_new_version_reads_the_old_shape(r, shop):
+    frame = experiments.run_deploy(r, shop)  # the notebook's setting
+    assert frame["new release read an old shape"] == 0 and frame["old release read a new shape"] == 0
+    assert frame["db queries by the new release"] == 50
+    assert frame["old entries left"] == frame["old entries expiring on their own"] == 50
+    # Degraded: the version left unchanged: the new release reads every old-shaped entry.
+    same = experiments.run_deploy(r, shop, new_version=1)
+    assert same["new release read an old shape"] == 50 and same["db queries by the new release"] == 0
 
 
 # --- exercises -----------------------------------------------------------------------------------

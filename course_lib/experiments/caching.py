@@ -7,11 +7,16 @@
 - `run_stampede`: N concurrent misses on one key, with and without the per-key lock;
 - `run_keys_vs_scan`: PING latency another client sees while KEYS, or SCAN, walks a large keyspace;
 - `run_eviction`: the same workload on servers limited by `maxmemory`, one per eviction policy;
+- `run_lru_samples`: how close approximated LRU comes to true LRU with 1, 5, 10 `maxmemory-samples`;
+- `run_lfu_counters`: OBJECT FREQ after 100 .. 10,000 reads, for several `lfu-log-factor`s;
+- `run_refresh`: callers reading a hot key across its expiry: lock vs early refresh vs stale-while-revalidate;
+- `run_deploy`: a deploy that changes the cached shape, with and without a new key version;
 - `workload_widget`: the lab, sliders over TTL, skew, policy and request count.
 
 Keys written on the course server: `course:caching:<namespace>:<id>` (strings, JSON) and the
 stampede lock `course:caching:lock:<namespace>:<id>`, and `course:caching:spread:<n>` (JSON, with
-a TTL). KEYS vs SCAN, the hit rate against size, and eviction run on private
+a TTL), `course:caching:refresh:<id>` and its lock, `course:caching:profile:v<n>:<id>`. KEYS vs
+SCAN, the hit rate against size, eviction, LRU sampling and LFU counters run on private
 scratch servers (`course_lib.servers.scratch_server`), so the shared server stays small and its
 configuration untouched.
 """
@@ -25,12 +30,14 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable
 
 import pandas as pd
 import redis
 
-from course_lib.caching import TrackingCache, cache_aside, cache_aside_locked, store
+from course_lib.caching import (TrackingCache, cache_aside, cache_aside_early, cache_aside_locked, cache_aside_swr,
+                                store, versioned_name)
 from course_lib.concurrency import run_together
 from course_lib.keys import delete_prefix, key
 from course_lib.measure import latencies, percentile, summary_ms
@@ -339,6 +346,195 @@ def run_eviction(shop: Shop, policies: Iterable[str] = POLICIES, cache_kb: int =
                          "evicted keys": int(cache.info("stats")["evicted_keys"]),
                          "keys held": cache.dbsize()})
     return pd.DataFrame(rows).set_index("policy")
+
+
+def run_lru_samples(samples: Iterable[int] = (1, 5, 10), keys: int = 10_000, new_keys: int = 2500,
+                    policy: str = "allkeys-lru", value_bytes: int = 100) -> pd.DataFrame:
+    """How close approximated LRU comes to true LRU, for each `maxmemory-samples`, on a private server.
+
+    For each setting the server is emptied and given `keys` keys whose last access is known:
+    RESTORE ... IDLETIME gives key i an idle time of `keys - i` seconds (key 0 is the least
+    recently used), so no run has to wait for real time to pass. `maxmemory` is then set to the
+    memory in use and `new_keys` more keys are written: each write evicts. True LRU would evict
+    exactly the oldest of the old keys. Redis instead samples `maxmemory-samples` keys per
+    eviction (into a pool of 16 candidates) and evicts the idlest it saw.
+
+    Args:
+        policy: the `maxmemory-policy`; `allkeys-random` shows what no sampling of idle time gives.
+
+    Returns:
+        One row per setting: old keys evicted (E), the share of them that were among the E
+        oldest (% of true LRU's choice; 100 is true LRU), and what random eviction would give (E / keys).
+
+    Raises:
+        ServerError: no server binary (the course points at an external server only).
+    """
+    value = "x" * value_bytes
+    rows = []
+    with scratch_server(config={"maxmemory-policy": policy}) as server, server.client() as cache:
+        template = key("caching", "template")
+        cache.set(template, value)
+        payload = cache.dump(template)
+        for count in samples:
+            cache.flushall()
+            cache.config_set("maxmemory", 0)
+            cache.config_set("maxmemory-samples", count)
+            with cache.pipeline(transaction=False) as pipe:
+                for n in range(keys):
+                    pipe.restore(key("caching", "old", n), 0, payload, idletime=keys - n)
+                pipe.execute()
+                cache.config_set("maxmemory", cache.info("memory")["used_memory"])
+                for n in range(new_keys):
+                    pipe.set(key("caching", "new", n), value)
+                pipe.execute()
+                for n in range(keys):
+                    pipe.exists(key("caching", "old", n))
+                evicted = [n for n, alive in enumerate(pipe.execute()) if not alive]
+            cache.config_set("maxmemory", 0)
+            oldest = sum(n < len(evicted) for n in evicted)
+            rows.append({"maxmemory-samples": count, "old keys evicted": len(evicted),
+                         "evicted among the oldest %": round(100 * oldest / max(1, len(evicted)), 1),
+                         "random eviction would give %": round(100 * len(evicted) / keys, 1)})
+    return pd.DataFrame(rows).set_index("maxmemory-samples")
+
+
+def run_lfu_counters(log_factors: Iterable[int] = (0, 1, 10), reads: Iterable[int] = (100, 1000, 10_000)) -> pd.DataFrame:
+    """OBJECT FREQ of a key read `reads` times, for each `lfu-log-factor`, on a private `allkeys-lfu` server.
+
+    The LFU counter is 8 bits (0-255) and grows logarithmically: each access increments it with
+    probability 1 / ((counter - 5) * lfu-log-factor + 1). A small factor saturates it quickly,
+    after which LFU cannot tell a warm key from a hot one. Each key holds a string that is not
+    an integer: Redis 7.0 shares one object among keys holding the same small integer (when
+    `maxmemory` is 0), so their counters would be one.
+
+    Returns:
+        One row per factor, one column per read count: the counter after that many GETs.
+
+    Raises:
+        ServerError: no server binary (the course points at an external server only).
+    """
+    reads = tuple(reads)
+    rows = []
+    with scratch_server(config={"maxmemory-policy": "allkeys-lfu"}) as server, server.client() as cache:
+        for factor in log_factors:
+            cache.config_set("lfu-log-factor", factor)
+            row = {"lfu-log-factor": factor}
+            for count in reads:
+                name = key("caching", "hot", factor, count)
+                cache.set(name, "cached page")
+                with cache.pipeline(transaction=False) as pipe:
+                    for _ in range(count):
+                        pipe.get(name)
+                    pipe.execute()
+                row[f"after {count} reads"] = cache.object("freq", name)
+            rows.append(row)
+    return pd.DataFrame(rows).set_index("lfu-log-factor")
+
+
+REFRESH_VARIANTS = ("per-key lock", "early refresh (XFetch)", "stale-while-revalidate")
+
+
+def run_refresh(client, shop: Shop, callers: int = 8, ttl: float = 3.0, duration: float = 3.5, pace: float = 0.03,
+                beta: float = 1.0, stale: float = 2.0, user_id: int = 5,
+                variants: Iterable[str] = REFRESH_VARIANTS) -> pd.DataFrame:
+    """`callers` app servers read one hot report every `pace` s while its entry expires, once per variant.
+
+    Each variant starts from an entry just loaded (fresh for `ttl` s); the callers then read for
+    `duration` s (> `ttl`), so the expiry falls inside the run. `per-key lock` is
+    `cache_aside_locked`, `early refresh (XFetch)` is `cache_aside_early` with `beta`,
+    `stale-while-revalidate` is `cache_aside_swr` with `stale` (its reloads run on a one-thread
+    pool, joined before the row is written). The callers are threads released together, all
+    joined within 60 s; `pace` is the gap between one caller's requests (the traffic), not a wait
+    for an event.
+
+    Returns:
+        One row per variant: requests, database queries during the run (counted by the `Shop`),
+        requests that waited for the database (longer than half the shortest load of the variant,
+        warm-up included), median and max latency seen by callers (ms), and that shortest load (ms).
+    """
+    factories = {"per-key lock": lambda: cache_aside_locked(client, "refresh", ttl=ttl, jitter=0),
+                 "early refresh (XFetch)": lambda: cache_aside_early(client, "refresh", ttl=ttl, beta=beta),
+                 "stale-while-revalidate": lambda: cache_aside_swr(client, "refresh", ttl=ttl, stale=stale,
+                                                                   submit=pool.submit)}
+    rows = []
+    for variant in variants:
+        loads: list[float] = []
+
+        def timed_report(uid: int):
+            began = time.monotonic()
+            try:
+                return shop.customer_report(uid)
+            finally:
+                loads.append(time.monotonic() - began)
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="refresh") as pool:
+            report = factories[variant]()(timed_report)
+            report.invalidate(user_id)
+            report(user_id)  # the warm-up load: the entry is fresh for `ttl` seconds from now
+            queries = shop.queries
+            end = time.monotonic() + duration
+
+            def read_until_end(_slot: int) -> list[float]:
+                seen = []
+                while time.monotonic() < end:
+                    began = time.perf_counter()
+                    report(user_id)
+                    seen.append(time.perf_counter() - began)
+                    time.sleep(pace)
+                return seen
+
+            seen = [s for caller in run_together(read_until_end, callers, timeout=60, what=f"refresh ({variant})")
+                    for s in caller]
+        # A caller that waits for a load waits most of it (the callers all miss within `pace` of each
+        # other); a hit takes a fraction of a millisecond. Half the shortest load separates the two.
+        rows.append({"variant": variant, "requests": len(seen), "db queries": shop.queries - queries,
+                     "waited for the database": sum(s > min(loads) / 2 for s in seen),
+                     "median_ms": percentile(seen, 50) * 1000, "max_ms": max(seen) * 1000,
+                     "shortest load_ms": min(loads) * 1000})
+        report.invalidate(user_id)
+    return pd.DataFrame(rows).set_index("variant")
+
+
+def new_profile(shop: Shop, user_id: int) -> dict | None:
+    """What the new release caches for a user: `display_name` replaces `name` (a changed shape)."""
+    row = shop.user(user_id)
+    return None if row is None else {"id": row["id"], "display_name": row["name"].title(), "country": row["country"]}
+
+
+def run_deploy(client, shop: Shop, users: int = 50, old_version: int = 1, new_version: int = 2,
+               ttl: float = 300.0) -> pd.Series:
+    """A deploy that changes the cached shape of a profile, while old app servers still run.
+
+    The old release caches `shop.user` rows under `versioned_name("profile", old_version)` for
+    `users` users; the new release caches `new_profile` under `new_version`, and both read
+    every user after the deploy (a rolling deploy: both run at once).
+
+    Returns:
+        Reads by the new release that got an old-shaped value (no `display_name`), reads by the
+        old release that got a new-shaped one (no `name`), database queries the new release
+        caused, old-version entries left, and how many of those carry a TTL of at most `ttl`.
+    """
+    delete_prefix(client, key("caching", "profile") + ":")
+    old = cache_aside(client, versioned_name("profile", old_version), ttl=ttl, jitter=0)(shop.user)
+    new = cache_aside(client, versioned_name("profile", new_version), ttl=ttl, jitter=0)(
+        functools.partial(new_profile, shop))
+    ids = range(1, users + 1)
+    for user_id in ids:
+        old(user_id)
+    queries = shop.queries
+    new_seen = [new(user_id) for user_id in ids]
+    new_queries = shop.queries - queries
+    old_seen = [old(user_id) for user_id in ids]
+    with client.pipeline(transaction=False) as pipe:
+        for user_id in ids:
+            pipe.pttl(old.key(user_id))
+        remaining = pipe.execute()
+    delete_prefix(client, key("caching", "profile") + ":")
+    return pd.Series({"new release read an old shape": sum("display_name" not in row for row in new_seen),
+                      "old release read a new shape": sum("name" not in row for row in old_seen),
+                      "db queries by the new release": new_queries,
+                      "old entries left": sum(ms != -2 for ms in remaining),
+                      "old entries expiring on their own": sum(0 < ms <= ttl * 1000 for ms in remaining)})
 
 
 def workload_widget(client, shop: Shop):

@@ -1,4 +1,4 @@
-"""Rate limiters: four strategies behind one interface, plus the guide's two limiters as baselines.
+"""Rate limiters: five strategies behind one interface, plus the guide's two limiters as baselines.
 
 Every limiter answers `hit(identity, cost=1, now=None) -> Decision` in ONE round trip: a Lua
 script (from `course_lib/lua/`) reads, decides and writes atomically, so concurrent requests can
@@ -10,14 +10,18 @@ Keys written (`<name>` is the limiter's name, `<identity>` the client being limi
 a cluster hash tag, so one identity's keys share a slot and one script may touch them all):
 
 - `course:rate_limiting:{<name>:<identity>}:fixed:<window number>`: string, units used in that window;
-- `course:rate_limiting:{<name>:<identity>}:log` (sorted set, one member per unit, scored by time in ms)
-  and `...:log:seq` (string, names the members): the sliding log;
+- `course:rate_limiting:{<name>:<identity>}:log`: sorted set, one member per unit, scored by its time
+  in ms and named `<ms>:<n>`: the sliding log;
 - `course:rate_limiting:{<name>:<identity>}:counter:<window number>`: string, units used in that
   window (the current and previous one are read): the sliding-window counter;
 - `course:rate_limiting:{<name>:<identity>}:bucket`: hash {level, at}: the token bucket;
+- `course:rate_limiting:{<name>:<identity>}:tat`: string "<ms>:<part>", the theoretical arrival time: GCRA;
 - `course:rate_limiting:guide:...`: the guide's limiters (string counters and a sorted set).
 
 Every key carries a TTL, so an identity that stops calling leaves nothing behind.
+
+Identities are strings without spaces, chosen by the caller: an account, or for a per-address limit
+`address_identity(ip)`, which groups IPv6 addresses by their /64 network.
 
 Whose clock: by default the app server's (`now`), so a trace replays at fixed times and the fixed
 window and sliding-window counter can name their keys by window number before the call (a key
@@ -29,20 +33,19 @@ app servers, but nothing can fix it for a test.
 
 from __future__ import annotations
 
+import ipaddress
 import random
 import time
-from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from course_lib import lua
-from course_lib.keys import delete_prefix, hash_tag, key
+from course_lib.keys import delete_prefix, key
 
 CHAPTER = "rate_limiting"
 
 
-@dataclass(frozen=True)
-class Decision:
-    """The answer to one request.
+class Decision(NamedTuple):
+    """The answer to one request (immutable: a named tuple, the cheapest record to build per request).
 
     Attributes:
         allowed: whether the request may proceed (it was counted only if so).
@@ -62,7 +65,7 @@ def _now_ms(now: float | None) -> int:
 
 
 class RateLimiter:
-    """Base of the four strategies: validation, keys, and the one script call per decision.
+    """Base of the five strategies: validation, keys, and the one script call per decision.
 
     Args:
         client: a `redis.Redis` or `RedisCluster`.
@@ -82,6 +85,8 @@ class RateLimiter:
         if not isinstance(window, (int, float)) or round(window * 1000) < 1:
             raise ValueError(f"window must be a positive number of seconds (at least 0.001), got {window!r}")
         key(CHAPTER, name)  # validates the name: non-empty, no spaces
+        # built once, so that each `hit` only has to check the identity (see `key`)
+        self._prefix = key(CHAPTER, "{" + name + ":")
         self.client = client
         self.name = name
         self.limit = limit
@@ -90,8 +95,16 @@ class RateLimiter:
         self._script = lua.register(client, f"rate_limiting_{self.strategy}")
 
     def key(self, identity: str, *parts: object) -> str:
-        """The key of `identity` for this limiter: `course:rate_limiting:{<name>:<identity>}:<parts>`."""
-        return key(CHAPTER, hash_tag(self.name, identity), *parts)
+        """The key of `identity` for this limiter: `course:rate_limiting:{<name>:<identity>}:<parts>`.
+
+        Raises:
+            ValueError: identity is empty or has spaces (as `keys.key` refuses).
+        """
+        identity = str(identity)
+        if identity.split() != [identity]:  # empty, or whitespace anywhere: one C-level check per call
+            raise ValueError(f"identity must be non-empty and without spaces, got {identity!r}")
+        tagged = f"{self._prefix}{identity}}}"
+        return ":".join((tagged, *map(str, parts))) if parts else tagged
 
     def reset(self, identity: str) -> int:
         """Forget everything this limiter counted for `identity` (full quota again); keys deleted.
@@ -114,11 +127,15 @@ class RateLimiter:
         if isinstance(cost, bool) or not isinstance(cost, int) or not 1 <= cost <= self.limit:
             raise ValueError(f"cost must be an integer from 1 to the limit ({self.limit}), got {cost!r}")
         keys, args = self._keys_and_args(identity, cost, _now_ms(now))
-        allowed, remaining, retry_ms, reset_ms = self._script(keys=keys, args=args)
-        return Decision(bool(allowed), int(remaining), retry_ms / 1000, reset_ms / 1000)
+        return self._decision(self._script(keys=keys, args=args), args)
 
     def _keys_and_args(self, identity: str, cost: int, now_ms: int) -> tuple[list[str], list[int]]:
         raise NotImplementedError
+
+    def _decision(self, reply: list[int], args: list[int]) -> Decision:
+        """The `Decision` from the script's reply {allowed (1|0), remaining, retry_after_ms, reset_after_ms}."""
+        allowed, remaining, retry_ms, reset_ms = reply
+        return Decision(allowed == 1, remaining, retry_ms / 1000, reset_ms / 1000)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, limit={self.limit}, window={self.window})"
@@ -127,7 +144,12 @@ class RateLimiter:
 class FixedWindow(RateLimiter):
     """At most `limit` units per clock-aligned window ([0, w), [w, 2w), ...).
 
-    Script: GET, then INCRBY + PEXPIRE only if allowed. Cheap (one small string per identity) but
+    Script: INCRBY, then PEXPIRE if the counter was just created, or DECRBY if the request is over
+    the limit (a denied request takes nothing: both writes cancel out, in one atomic script). The
+    allowed case, the common one, is one command; the price is that a flood of denied requests
+    writes (twice each, replicated and logged to the AOF) where a GET first would write nothing.
+    It replies with one integer, the units used before this request, and `hit` derives the rest
+    (it knows the limit, the cost and when the window ends). Cheap (one small string per identity) but
     bursty: a client may spend its whole quota at the end of one window and again at the start of
     the next, so up to 2 x limit can pass within one window's length.
     """
@@ -138,12 +160,21 @@ class FixedWindow(RateLimiter):
         number, into = divmod(now_ms, self.window_ms)
         return [f"{self.key(identity)}:fixed:{number}"], [self.limit, cost, self.window_ms - into]
 
+    def _decision(self, reply, args):
+        # the script returns only the units used before this request; the rest is known here
+        limit, cost, left_ms = args
+        if reply + cost <= limit:
+            return Decision(True, limit - reply - cost, 0.0, left_ms / 1000)
+        return Decision(False, limit - reply, left_ms / 1000, left_ms / 1000)
+
 
 class SlidingLog(RateLimiter):
     """At most `limit` units in ANY window of length `window` ending now: exact.
 
-    Script: ZREMRANGEBYSCORE (forget entries at or before now - window), ZCARD, then INCRBY + ZADD +
-    PEXPIRE if allowed. Memory grows with the limit: one sorted-set member per unit in the window.
+    Script: ZREMRANGEBYSCORE (forget entries at or before now - window), ZCARD, then, if allowed,
+    ZCOUNT (entries already made this ms, to name the new ones uniquely), one ZADD for all `cost`
+    entries and PEXPIRE; an allowed request's reply is one integer (what remains). Memory grows
+    with the limit: one sorted-set member per unit in the window.
     """
 
     strategy = "sliding_log"
@@ -159,15 +190,23 @@ class SlidingLog(RateLimiter):
         return super().hit(identity, cost, now)
 
     def _keys_and_args(self, identity, cost, now_ms):
-        log = f"{self.key(identity)}:log"
-        return [log, f"{log}:seq"], ["server" if self.server_clock else now_ms, self.window_ms, self.limit, cost]
+        return [f"{self.key(identity)}:log"], ["server" if self.server_clock else now_ms, self.window_ms, self.limit, cost]
+
+    def _decision(self, reply, args):
+        # allowed: the script returns only what remains (an entry is forgotten one window after it is made)
+        if isinstance(reply, int):
+            return Decision(True, reply, 0.0, self.window_ms / 1000)
+        remaining, retry_ms, reset_ms = reply
+        return Decision(False, remaining, retry_ms / 1000, reset_ms / 1000)
 
 
 class SlidingWindowCounter(RateLimiter):
     """The sliding log's behaviour approximated with two counters (the previous and current window).
 
     The estimate is previous x (share of the previous window still inside the sliding window),
-    rounded down, plus current. Scripts: two GETs, then INCRBY + PEXPIRE if allowed. Constant memory
+    rounded down, plus current. Script: MGET of both counters, then, only if allowed, SET ... PX
+    (creating the current counter with its TTL) or INCRBY; an allowed request's reply leaves out
+    retry_after (0), the smaller reply being cheaper. Constant memory
     per identity; exact when traffic is even. It assumes the previous window's requests were spread
     evenly: a client that spends the limit at the very end of one window sees them discounted in
     the next, and can get up to 2 x limit through within one sliding window
@@ -180,6 +219,14 @@ class SlidingWindowCounter(RateLimiter):
         number, elapsed = divmod(now_ms, self.window_ms)
         base = self.key(identity)
         return [f"{base}:counter:{number - 1}", f"{base}:counter:{number}"], [self.limit, cost, self.window_ms, elapsed]
+
+    def _decision(self, reply, args):
+        # an allowed request's reply has no retry_after (it is 0): two elements, a denied one's three
+        if len(reply) == 2:
+            remaining, reset_ms = reply
+            return Decision(True, remaining, 0.0, reset_ms / 1000)
+        remaining, retry_ms, reset_ms = reply
+        return Decision(False, remaining, retry_ms / 1000, reset_ms / 1000)
 
 
 class TokenBucket(RateLimiter):
@@ -195,12 +242,65 @@ class TokenBucket(RateLimiter):
         return [f"{self.key(identity)}:bucket"], [now_ms, self.limit, self.window_ms, cost]
 
 
+class GCRA(RateLimiter):
+    """The generic cell rate algorithm: the token bucket's decisions from one stored time.
+
+    One unit of quota is earned back every `window / limit` seconds, and at most `limit` units can
+    be saved up. GCRA keeps only the theoretical arrival time (TAT): the instant at which every unit
+    taken so far will have been earned back. A request of `cost` units is allowed if, after adding
+    `cost x window / limit` to the TAT (or to now, if the TAT is past), the TAT is at most one
+    `window` ahead of now. That is the token bucket read backwards (its missing tokens are the TAT's
+    lead over now, times `limit / window`), so on time-ordered requests both give the same
+    `Decision` (`experiments.rate_limiting.run_gcra` checks it, and a pure-Python GCRA).
+
+    Script: GET, then SET ... PX if allowed: one string per identity, written with its TTL in one
+    command (the key vanishes at the TAT: no debt, full quota). Times are exact: the TAT is stored
+    as whole ms plus a part in 1/limit ms, so no float is ever stored.
+
+    Caveat: when `now` goes backwards (an app server with a slow clock), GCRA is stricter than the
+    token bucket: the TAT's lead over an earlier `now` is larger, while the bucket ignores a refill
+    that would be negative and keeps its level.
+    """
+
+    strategy = "gcra"
+
+    def _keys_and_args(self, identity, cost, now_ms):
+        return [f"{self.key(identity)}:tat"], [now_ms, self.limit, self.window_ms, cost]
+
+
 STRATEGIES: dict[str, type[RateLimiter]] = {
     "fixed window": FixedWindow,
     "sliding log": SlidingLog,
     "sliding window counter": SlidingWindowCounter,
     "token bucket": TokenBucket,
+    "gcra": GCRA,
 }
+
+
+def address_identity(address: str) -> str:
+    """The identity a per-address limit charges a client address to: IPv4 whole, IPv6 by its /64.
+
+    One IPv6 subscriber is routinely given a whole /64 (2^64 addresses, often a fresh one per
+    connection by privacy extensions), so a limit per IPv6 address is no limit: every request can
+    come from a new one. Grouping by /64 counts one subscriber once. An IPv4-mapped IPv6 address
+    (`::ffff:203.0.113.7`, what a dual-stack socket reports for an IPv4 client) is the IPv4 address.
+    An IPv6 zone (`fe80::1%eth0`) is dropped. Pure Python, no Redis command.
+
+    Args:
+        address: the client's address, as `request.remote_addr` gives it.
+
+    Returns:
+        `"ip:203.0.113.7"` or `"ip:2001:db8:1:2::/64"`: no spaces, safe inside a key.
+
+    Raises:
+        ValueError: not an IP address.
+    """
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.version == 4:
+        return f"ip:{ip}"
+    return f"ip:{ipaddress.IPv6Network((ip, 64), strict=False)}"
 
 
 # -- the guide's limiters, reproduced faithfully (including their flaws) ---------------------------

@@ -8,7 +8,9 @@ and stops cleanly (`serve`), which is all a course needs. In production put it b
 server (gunicorn, uWSGI) and a reverse proxy.
 
 Rate limiting (every route but /health): the identity is the account of a known `X-API-Key`
-header, else the client's address. Which address: the TCP peer's (`request.remote_addr`), never a
+header, else the client's address as `rate_limiting.address_identity` groups it: an IPv4 address
+whole, an IPv6 address by its /64 network (one subscriber's share: a limit per IPv6 address could be
+escaped by changing address for each request). Which address: the TCP peer's (`request.remote_addr`), never a
 header, unless `trust_proxy=True` says the app sits behind ONE reverse proxy of yours; then it is
 the last X-Forwarded-For entry, the one that proxy appended (entries to its left are whatever the
 client sent). An unknown API key is charged to the client address's limit before it is refused
@@ -56,7 +58,7 @@ from redis.exceptions import RedisError
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.serving import WSGIRequestHandler, make_server
 
-from course_lib.rate_limiting import RateLimiter
+from course_lib.rate_limiting import RateLimiter, address_identity
 from course_lib.servers import wait_for
 from course_lib.sessions import SessionStore
 
@@ -84,7 +86,7 @@ def create_app(limiter: RateLimiter | None = None, store: SessionStore | None = 
     """Build the app around a limiter and a session store (either may be None to leave it out).
 
     Args:
-        limiter: limits every route but /health, per API-key account or per client IP.
+        limiter: limits every route but /health, per API-key account or per client address (IPv6: per /64).
         store: backs the session routes (they answer 404 without one).
         users: user -> password, for /login and /elevate.
         api_keys: API key -> account name; an unknown key is charged to the client address's limit,
@@ -107,7 +109,7 @@ def create_app(limiter: RateLimiter | None = None, store: SessionStore | None = 
         api_key = request.headers.get("X-API-Key")
         account = known_keys.get(api_key) if api_key is not None else None
         # an unknown key counts against the address it came from: guessing keys spends that quota
-        identity = f"account:{account}" if account else f"ip:{request.remote_addr}"
+        identity = f"account:{account}" if account else address_identity(request.remote_addr)
         try:
             decision = limiter.hit(identity, now=clock())
         except RedisError:
@@ -265,7 +267,7 @@ def _answers(url: str) -> bool:
 def serve(app: Flask, host: str = "127.0.0.1", timeout: float = 10) -> Iterator[str]:
     """Serve `app` on a free port of `host` in a background thread; yields its base URL.
 
-    Waits (at most `timeout` s) until GET /health answers, and on exit shuts the server down and
+    `host` may be an IPv6 address ("::1"): the URL then writes it in brackets. Waits (at most `timeout` s) until GET /health answers, and on exit shuts the server down and
     joins its thread, so nothing keeps running after the block.
     """
     server = make_server(host, 0, app, threaded=True, request_handler=_QuietHandler)
@@ -273,7 +275,7 @@ def serve(app: Flask, host: str = "127.0.0.1", timeout: float = 10) -> Iterator[
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="course-webapp",
                               daemon=True)
     thread.start()
-    url = f"http://{host}:{server.server_port}"
+    url = f"http://[{host}]:{server.server_port}" if ":" in host else f"http://{host}:{server.server_port}"
     try:
         wait_for(lambda: _answers(url), timeout, f"the web app to answer on {url}")
         yield url

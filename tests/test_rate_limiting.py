@@ -1,4 +1,4 @@
-"""Chapter 05: the four limiters, the guide's two, the race, the oracle (`limits`), speed, traffic, exercises."""
+"""Chapter 05: the five limiters, the guide's two, the race, the oracle (`limits`), speed, traffic, exercises."""
 
 import random
 import secrets
@@ -11,8 +11,8 @@ from course_lib.exercises import evaluate
 from course_lib.exercises import rate_limiting as checkers
 from course_lib.exercises.solutions import rate_limiting as solutions
 from course_lib.experiments import rate_limiting as experiments
-from course_lib.rate_limiting import (STRATEGIES, Decision, FixedWindow, SlidingLog, SlidingWindowCounter, TokenBucket,
-                                      guide_fixed_window, guide_sliding_window)
+from course_lib.rate_limiting import (GCRA, STRATEGIES, Decision, FixedWindow, SlidingLog, SlidingWindowCounter,
+                                      TokenBucket, address_identity, guide_fixed_window, guide_sliding_window)
 
 T0 = 1_700_000_000.0  # a multiple of every window used here: window boundaries fall on round numbers
 ALL = pytest.mark.parametrize("strategy", list(STRATEGIES.values()), ids=list(STRATEGIES))
@@ -135,6 +135,18 @@ def test_sliding_log_never_exceeds_the_limit_in_any_window(r):
     assert len(allowed) >= 5 * 6
 
 
+def test_sliding_log_counts_every_unit_when_a_clock_goes_back(r):
+    """Members are named "<ms>:<used + n>", free while time moves forward. Here a denied request at
+    10.5 s drops the entry of 0 s, then a slow clock asks at 5 s again: the name "<5 s>:2" is taken
+    (by the entry of 5 s), so the script names the unit anew and the log holds both, not one."""
+    limiter = SlidingLog(r, "api", 2, 10)
+    log = limiter.key("client", "log")
+    assert [limiter.hit("client", cost, now=T0 + t).allowed for t, cost in ((0, 1), (5, 1), (10.5, 2), (5, 1))] == [
+        True, True, False, True]
+    assert r.zcard(log) == 2 and r.zrange(log, 0, -1) == [f"{int(T0 * 1000) + 5000}:2", f"{int(T0 * 1000) + 5000}:3"]
+    assert not limiter.hit("client", now=T0 + 5).allowed  # the limit holds
+
+
 def test_sliding_log_forgets_an_entry_exactly_one_window_later(r):
     limiter = SlidingLog(r, "api", 1, 10)
     assert limiter.hit("client", now=T0).allowed
@@ -250,7 +262,7 @@ def test_worst_case_sliding_counter_reaches_twice_the_limit_and_the_log_holds_it
     assert worst["sliding log"] <= 10  # the notebook's verdicts
     assert worst["sliding window counter"] > 1.5 * 10
     assert worst.to_dict() == {"fixed window": 20, "sliding log": 10, "sliding window counter": 20,
-                               "token bucket": 19}
+                               "token bucket": 19, "gcra": 19}
     assert not list(r.scan_iter(match="course:rate_limiting:*"))
 
 
@@ -324,11 +336,118 @@ def test_oracle_trace_avoids_exact_window_ages():
 # -- speed ----------------------------------------------------------------------------------------
 
 def test_speed_lua_sliding_log_beats_the_guides_four_round_trips(r):
-    speed = experiments.run_speed(r, samples=600, rounds=6).set_index("contender")
-    assert set(speed.index) == {"PING", *STRATEGIES, "guide fixed window", experiments.GUIDE_SLIDING}
-    ratio = speed.loc["sliding log", "decisions_per_s"] / speed.loc[experiments.GUIDE_SLIDING, "decisions_per_s"]
-    assert ratio >= 1.5
+    speed = experiments.run_speed(r, samples=600, rounds=6)
+    assert set(speed["contender"]) == {"PING", *STRATEGIES, "guide fixed window", experiments.GUIDE_SLIDING}
+    assert experiments.faster_by(speed, "sliding log", experiments.GUIDE_SLIDING, 1.5)  # the notebook's verdict
+    # the degraded setting: against a contender making as many round trips, the same verdict is False
+    assert not experiments.faster_by(speed, "sliding log", "guide fixed window", 1.5)
     assert not list(r.scan_iter(match="course:rate_limiting:*"))
+
+
+def test_each_course_strategy_is_as_fast_as_limits_same_strategy(r):
+    peers = experiments.run_peers(r, samples=200, rounds=5)
+    assert list(peers["strategy"]) == list(experiments.PEERS)
+    assert experiments.as_fast_as_peers(peers), peers.to_dict("records")  # the notebook's verdict
+    assert not list(r.scan_iter(match="course:rate_limiting:*"))
+
+
+def test_peer_verdict_turns_false_when_a_course_strategy_makes_two_round_trips(r):
+    """The degraded setting: a plausible regression (a PING before each decision) is caught."""
+    peers = experiments.run_peers(r, samples=100, rounds=3, extra_round_trip=("sliding window counter",))
+    assert peers.set_index("strategy").loc["sliding window counter", "ratio"] > 1.3
+    assert not experiments.as_fast_as_peers(peers)
+
+
+def test_peer_verdict_reads_the_tolerance_plainly():
+    table = experiments.pd.DataFrame({"strategy": ["a", "b"], "ratio": [0.97, 1.0 + experiments.PEER_TOLERANCE]})
+    assert experiments.as_fast_as_peers(table)
+    assert not experiments.as_fast_as_peers(table.assign(ratio=[0.97, 1.01 + experiments.PEER_TOLERANCE]))
+
+
+# -- GCRA ------------------------------------------------------------------------------------------
+
+def test_gcra_decides_like_the_model_and_the_token_bucket(r):
+    result = experiments.run_gcra(r)
+    assert (result["same_as_model"] == result["requests"]).all()  # the notebook's verdicts
+    assert (result["same_as_token_bucket"] == result["requests"]).all()
+    assert ((result["allowed"] > 10) & (result["allowed"] < result["requests"])).all()  # both outcomes occur
+    assert not list(r.scan_iter(match="course:rate_limiting:*"))
+
+
+def test_gcra_verdicts_turn_false_in_degraded_settings(r):
+    """A slow app server's clock (time going backwards) parts GCRA from the token bucket, not from
+    the model; a model with another limit disagrees: both comparisons really compare."""
+    skewed = experiments.run_gcra(r, skew=2.0)
+    assert (skewed["same_as_model"] == skewed["requests"]).all()
+    assert not (skewed["same_as_token_bucket"] == skewed["requests"]).all()
+    other = experiments.run_gcra(r, model_limit=8)
+    assert not (other["same_as_model"] == other["requests"]).all()
+
+
+def test_gcra_after_a_clock_went_back_is_stricter_than_the_token_bucket(r):
+    """The documented difference, on a tiny trace (2 per 10 s): one unit at 3 s, then one stamped
+    0 s by a slow clock. The bucket keeps its level (no negative refill) and allows; GCRA's TAT is
+    now 8 s ahead, plus 5 s for this unit, more than one window: denied."""
+    trace = [(3, 1), (0, 1)]
+    assert [GCRA(r, "api", 2, 10).hit("client", cost, now=T0 + t).allowed for t, cost in trace] == [True, False]
+    assert [TokenBucket(r, "api", 2, 10).hit("client", cost, now=T0 + t).allowed for t, cost in trace] == [True, True]
+    decide = experiments.gcra_model(2, 10)
+    assert [decide(T0 + t, cost) for t, cost in trace] == [True, False]  # the standard agrees with the script
+
+
+def test_gcra_stores_one_string_with_exact_parts_of_a_ms(r):
+    limiter = GCRA(r, "api", 3, 10)  # one unit every 3333 1/3 ms
+    assert limiter.hit("client", now=T0) == Decision(True, 2, 0.0, 3.334)
+    tat = "course:rate_limiting:{api:client}:tat"
+    assert r.get(tat) == f"{int(T0 * 1000) + 3333}:1" and r.type(tat) == "string"  # 3333 + 1/3 ms
+    assert limiter.hit("client", 2, now=T0) == Decision(True, 0, 0.0, 10.0)
+    assert r.get(tat) == f"{int(T0 * 1000) + 10000}:0" and 9_000 < r.pttl(tat) <= 10_000
+    assert limiter.hit("client", now=T0 + 3.333) == Decision(False, 0, 0.001, 6.667)
+    assert limiter.hit("client", now=T0 + 3.334) == Decision(True, 0, 0.0, 10.0)
+
+
+def test_gcra_is_exact_with_a_huge_limit(r):
+    """Durations are kept in 1/limit ms but absolute times in ms, so no number passes 2^53."""
+    limiter = GCRA(r, "api", 10**9, 60)
+    assert limiter.hit("client", 10**9 - 1, now=T0) == Decision(True, 1, 0.0, 60.0)
+    assert limiter.hit("client", 2, now=T0) == Decision(False, 1, 0.001, 60.0)
+    assert limiter.hit("client", 2, now=T0 + 0.001).allowed
+
+
+def test_gcra_model_follows_the_standard():
+    decide = experiments.gcra_model(2, 10)  # T = 5 s, tau = 5 s
+    assert [decide(t, 1) for t in (0, 0, 0, 4.999, 5)] == [True, True, False, False, True]
+    assert experiments.gcra_model(3, 10)(0, 3) and not experiments.gcra_model(3, 10)(0, 4)
+
+
+# -- per-address identities ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("address, identity", [
+    ("203.0.113.7", "ip:203.0.113.7"),
+    ("::ffff:203.0.113.7", "ip:203.0.113.7"),
+    ("2001:db8:1:2:aaaa:bbbb:cccc:dddd", "ip:2001:db8:1:2::/64"),
+    ("2001:DB8:1:2::1", "ip:2001:db8:1:2::/64"),
+    ("2001:db8:1:3::1", "ip:2001:db8:1:3::/64"),
+    ("fe80::1%eth0", "ip:fe80::/64"),
+    ("::1", "ip:::/64"),
+])
+def test_address_identity_groups_ipv6_by_64_and_keeps_ipv4_whole(address, identity):
+    assert address_identity(address) == identity
+    assert " " not in identity
+
+
+@pytest.mark.parametrize("address", ["", "not an address", "203.0.113.300", "2001:db8::/64", "203.0.113.7 "])
+def test_address_identity_refuses_what_is_not_an_address(address):
+    with pytest.raises(ValueError):
+        address_identity(address)
+
+
+def test_a_client_rotating_through_its_64_shares_one_quota(r):
+    limiter = SlidingLog(r, "api", 3, 10)
+    rotating = [limiter.hit(address_identity(f"2001:db8:1:2::{n:x}"), now=T0).allowed for n in range(1, 6)]
+    assert rotating == [True, True, True, False, False]
+    # the degraded setting: limited per full address, the same client is never stopped
+    assert all(limiter.hit(f"ip:2001:db8:9:9::{n:x}", now=T0).allowed for n in range(1, 6))
 
 
 # -- traffic ---------------------------------------------------------------------------------------

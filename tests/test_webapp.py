@@ -69,8 +69,7 @@ def test_api_keys_have_their_own_quota(r):
     assert by_ip == [200, 429] and by_key == [200, 429]
     assert unknown.status_code == 429  # charged to the address it came from, whose quota is spent
     assert sorted(r.scan_iter(match="course:rate_limiting:{http:*")) == [
-        "course:rate_limiting:{http:account:acme}:log", "course:rate_limiting:{http:account:acme}:log:seq",
-        "course:rate_limiting:{http:ip:127.0.0.1}:log", "course:rate_limiting:{http:ip:127.0.0.1}:log:seq"]
+        "course:rate_limiting:{http:account:acme}:log", "course:rate_limiting:{http:ip:127.0.0.1}:log"]
 
 
 def test_unknown_api_keys_are_charged_to_the_address_before_they_are_refused(r):
@@ -105,6 +104,39 @@ def test_behind_a_proxy_only_the_entry_it_appended_counts(r):
                  for forged in ("203.0.113.7", "203.0.113.8")]
     assert [c.status_code for c in codes] == [200, 429]
     assert codes[0].json() == {"hello": "198.51.100.4"}
+
+
+def test_over_ipv6_loopback_the_limit_is_per_64_network(r):
+    """Served on ::1, the app charges the client to its /64 network, and ::1 gets its own quota."""
+    app = create_app(limiter=SlidingLog(r, "http", 1, 60))
+    with serve(app, host="::1") as url:
+        first, second = (requests.get(f"{url}/", timeout=5) for _ in range(2))
+    with serve(app) as url:  # 127.0.0.1: a different identity
+        over_ipv4 = requests.get(f"{url}/", timeout=5)
+    assert url.startswith("http://127.0.0.1:") and first.json() == {"hello": "::1"}
+    assert [first.status_code, second.status_code, over_ipv4.status_code] == [200, 429, 200]
+    assert sorted(r.scan_iter(match="course:rate_limiting:{http:*")) == [
+        "course:rate_limiting:{http:ip:127.0.0.1}:log", "course:rate_limiting:{http:ip:::/64}:log"]
+
+
+@pytest.mark.parametrize("addresses, expected", [
+    (("2001:db8:1:2::7", "2001:db8:1:2:ffff:1:2:3"), [200, 429]),  # one /64: one subscriber, one quota
+    (("2001:db8:1:2::7", "2001:db8:1:3::7"), [200, 200]),  # the next /64: someone else
+    (("203.0.113.7", "::ffff:203.0.113.7"), [200, 429]),  # IPv4, and the same address mapped into IPv6
+    (("203.0.113.7", "203.0.113.8"), [200, 200]),  # IPv4 is limited per address
+], ids=["ipv6 same /64", "ipv6 next /64", "ipv4 and ipv4-mapped", "ipv4 neighbours"])
+def test_addresses_behind_a_trusted_proxy_are_grouped_as_documented(r, addresses, expected):
+    """Over real HTTP, the proxy's X-Forwarded-For carries addresses loopback cannot have."""
+    with serve(create_app(limiter=SlidingLog(r, "http", 1, 60), trust_proxy=True)) as url:
+        codes = [requests.get(f"{url}/", headers={"X-Forwarded-For": ip}, timeout=5).status_code for ip in addresses]
+    assert codes == expected
+
+
+def test_a_limit_per_ipv6_address_would_be_no_limit(r):
+    """The degraded setting: charged per full address, a client rotating through its /64 is never limited."""
+    limiter = SlidingLog(r, "http", 1, 60)
+    per_address = [limiter.hit(f"ip:2001:db8:1:2::{n:x}", now=T0).allowed for n in range(1, 6)]
+    assert per_address == [True] * 5  # what the app would do without the /64 grouping
 
 
 def test_when_redis_is_down_each_route_fails_open_or_closed_as_documented():

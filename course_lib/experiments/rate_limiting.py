@@ -3,10 +3,12 @@
 Keys written (all under `course:rate_limiting:`, each run deletes what it wrote before starting):
 - `{race-<contender>:round-<n>}:...` and `guide:sliding:race-<n>`: `run_race`'s limiters;
 - `{speed:<contender>}:...`, `guide:...:speed`: `run_speed`;
+- `{peers:client}:...` and `peers-<strategy>:LIMITER/...` (the `limits` library's keys): `run_peers`;
+- `{gcra:...}:...`: `run_gcra`;
 - `{traffic:client}:...`: `run_traffic`; `{worst:client}:...`: `run_worst_case`;
 - `{oracle:...}:...` and `oracle:LIMITER/...` (the `limits` library's keys): `run_oracle`.
 
-Time: every run except `run_speed` passes a simulated `now` to the limiters, so its decisions are
+Time: every run except `run_speed` and `run_peers` passes a simulated `now` to the limiters, so its decisions are
 the same on every run and every engine; only the race's interleaving is left to the threads.
 """
 
@@ -16,6 +18,7 @@ import contextlib
 import random
 import statistics
 from bisect import bisect_right
+from fractions import Fraction
 from typing import Callable, Iterator
 
 import pandas as pd
@@ -23,7 +26,7 @@ import pandas as pd
 from course_lib.concurrency import run_together
 from course_lib.keys import delete_prefix, key
 from course_lib.measure import latencies
-from course_lib.rate_limiting import STRATEGIES, guide_fixed_window, guide_sliding_window
+from course_lib.rate_limiting import GCRA, STRATEGIES, TokenBucket, guide_fixed_window, guide_sliding_window
 
 CHAPTER = "rate_limiting"
 GUIDE_SLIDING = "guide sliding window"
@@ -104,6 +107,88 @@ def run_speed(client, samples: int = 2000, rounds: int = 10) -> pd.DataFrame:
         rows.append({"contender": contender, "round_trips": round_trips,
                      "median_us": round(median * 1e6, 1), "decisions_per_s": round(1 / median)})
     return pd.DataFrame(rows)
+
+
+def faster_by(speed: pd.DataFrame, ours: str, theirs: str, factor: float) -> bool:
+    """The speed verdict over `run_speed`'s table: `ours` makes at least `factor` x the decisions per second of `theirs`.
+
+    The notebook compares the Lua sliding log (one round trip) with the guide's sliding window
+    (four); compared with a contender making as many round trips (the guide's fixed window), the
+    same verdict is False, so it measures round trips, not a constant.
+    """
+    rate = speed.set_index("contender")["decisions_per_s"]
+    return bool(rate[ours] >= factor * rate[theirs])
+
+
+# -- against the peer a user would pick: the `limits` library, same strategy, same server ------------
+
+PEERS = {
+    # course strategy: the `limits` strategy class a user would pick instead (see `ORACLE_PAIRS`)
+    "fixed window": "FixedWindowRateLimiter",
+    "sliding log": "MovingWindowRateLimiter",
+    "sliding window counter": "SlidingWindowCounterRateLimiter",
+}
+PEER_TOLERANCE = 0.03  # "at least as fast": the course's median may exceed `limits`' by this share, no more
+
+
+def run_peers(client, samples: int = 300, rounds: int = 7, extra_round_trip: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Each course strategy against `limits`' same strategy on the same server: time per decision.
+
+    Real clock, a limit so high every request is allowed (the common case a limiter must make
+    cheap), each side with its own keys. The two sides alternate call by call (who goes first
+    alternates too), so load on a shared machine hits both alike; each round gives each side's
+    median, and the ratio of the two. `limits` answers only allowed/denied (a bool); the course
+    also returns remaining, retry_after and reset_after, in the same one round trip.
+
+    Args:
+        extra_round_trip: course strategies to slow down with a plausible regression: a PING
+            before every decision (two round trips, e.g. reading a setting first). For the
+            verdict's degraded-setting test.
+
+    Returns one row per strategy: strategy, peer, course_us and limits_us (the lowest of the rounds'
+    medians: the least disturbed round), ratio (course / limits: the median over rounds of each
+    round's ratio of medians; below 1 the course is faster).
+    """
+    import limits
+    import limits.storage
+    import limits.strategies
+
+    _forget(client, "{peers:", "peers-")
+    huge = 10**9
+    item = limits.RateLimitItemPerSecond(huge, 60)
+    rows = []
+    for strategy, peer in PEERS.items():
+        course = STRATEGIES[strategy](client, "peers", huge, 60)
+        storage = limits.storage.RedisStorage("redis://", connection_pool=client.connection_pool,
+                                              key_prefix=key(CHAPTER, "peers-" + strategy.replace(" ", "-")))
+        theirs = getattr(limits.strategies, peer)(storage)
+
+        def ours(course=course, slow=strategy in extra_round_trip):
+            if slow:
+                client.ping()
+            return course.hit("client")
+
+        sides = (ours, lambda theirs=theirs: theirs.hit(item, "client"))
+        for side in sides:
+            latencies(side, 0, warmup=20)  # scripts loaded, connection warm
+        best, ratios = [float("inf")] * 2, []
+        for _ in range(rounds):
+            times: list[list[float]] = [[], []]
+            for n in range(samples):
+                for which in (n % 2, 1 - n % 2):
+                    times[which] += latencies(sides[which], 1, warmup=0)
+            medians = [statistics.median(t) for t in times]
+            best = [min(b, m) for b, m in zip(best, medians)]
+            ratios.append(medians[0] / medians[1])
+        rows.append({"strategy": strategy, "peer": f"limits {peer}", "course_us": round(best[0] * 1e6, 1),
+                     "limits_us": round(best[1] * 1e6, 1), "ratio": round(statistics.median(ratios), 3)})
+    _forget(client, "{peers:", "peers-")
+    return pd.DataFrame(rows)
+
+
+def as_fast_as_peers(peers: pd.DataFrame, tolerance: float = PEER_TOLERANCE) -> bool:
+    """The verdict over `run_peers`' table: every course strategy takes at most (1 + tolerance) x `limits`' time."""
+    return bool((peers["ratio"] <= 1 + tolerance).all())
 
 
 # -- traffic patterns on a simulated clock ------------------------------------------------------------
@@ -379,4 +464,75 @@ def run_oracle(client, limit: int = 5, window: int = 8, requests: int = 300,
             rows.append({"strategy": strategy, "oracle": f"limits {oracle_name} ({storage})", "requests": len(trace),
                          "allowed": sum(ours), "same_decisions": sum(a == b for a, b in zip(ours, theirs))})
     _forget(client, "{oracle:", "oracle:")
+    return pd.DataFrame(rows)
+
+
+# -- GCRA: against a pure-Python model (`limits` has no GCRA) and against the token bucket -------------
+
+def gcra_model(limit: int, window: float) -> Callable[[float, int], bool]:
+    """GCRA as the ATM standard states it (virtual scheduling), in exact fractions: `decide(now, cost)`.
+
+    Cells are due one emission interval T = window / limit apart; a cell may arrive up to the burst
+    tolerance tau = window - T before its theoretical arrival time (TAT). A request of `cost` units
+    is `cost` cells arriving together: allowed if its last cell is not too early, and then the TAT
+    moves on by cost x T. Times are rounded to the millisecond, as the limiters do.
+    """
+    interval = Fraction(round(window * 1000), 1000) / limit
+    tolerance = Fraction(round(window * 1000), 1000) - interval
+    tat: Fraction | None = None
+
+    def decide(now: float, cost: int) -> bool:
+        nonlocal tat
+        arrival = Fraction(round(now * 1000), 1000)
+        due = arrival if tat is None else max(tat, arrival)
+        if due + (cost - 1) * interval - arrival > tolerance:
+            return False
+        tat = due + cost * interval
+        return True
+
+    return decide
+
+
+def gcra_traces(window: float, requests: int = 300) -> dict[str, list[tuple[float, int]]]:
+    """The traces `run_gcra` replays: random gaps and costs (1-3), and the three traffic patterns (cost 1)."""
+    traces = {"random, costs 1-3": oracle_trace("sliding log", int(window), requests)}
+    for pattern in PATTERNS:
+        traces[pattern] = [(t, 1) for t in traffic(pattern, 10, window, 60.0)]
+    return traces
+
+
+def run_gcra(client, limit: int = 7, window: float = 10.0, requests: int = 300, skew: float = 0.0,
+             model_limit: int | None = None, start: float = 1_700_000_000.0) -> pd.DataFrame:
+    """Replay traces through the course's GCRA, a pure-Python GCRA and the token bucket; compare.
+
+    The default limit of 7 per 10 s makes the emission interval 10/7 s, not a whole number of ms,
+    so the script's exact arithmetic (parts of a ms) is exercised.
+
+    Args:
+        skew: up to this many seconds are taken off each request's time at random (an app server
+            whose clock runs slow), so time sometimes goes backwards: the degraded setting in which
+            GCRA and the token bucket part ways (see `GCRA`).
+        model_limit: the model's limit (default: `limit`); another value is the degraded setting
+            that shows the model comparison can fail.
+
+    Returns one row per trace: trace, requests, allowed (by the course's GCRA), same_as_model
+    (allow/deny decisions equal to the model's), same_as_token_bucket (whole `Decision`s equal:
+    allowed, remaining, retry_after and reset_after).
+    """
+    _forget(client, "{gcra:")
+    rng = random.Random(13)
+    rows = []
+    for name, trace in gcra_traces(window, requests).items():
+        if skew:
+            trace = [(max(0.0, round(t - rng.uniform(0, skew), 3)), cost) for t, cost in trace]
+        gcra, bucket = GCRA(client, "gcra", limit, window), TokenBucket(client, "gcra", limit, window)
+        gcra.reset("client")
+        bucket.reset("client")
+        ours = [gcra.hit("client", cost, now=start + t) for t, cost in trace]
+        buckets = [bucket.hit("client", cost, now=start + t) for t, cost in trace]
+        model = replay(gcra_model(model_limit or limit, window), trace, start)
+        rows.append({"trace": name, "requests": len(trace), "allowed": sum(d.allowed for d in ours),
+                     "same_as_model": sum(d.allowed == m for d, m in zip(ours, model)),
+                     "same_as_token_bucket": sum(a == b for a, b in zip(ours, buckets))})
+    _forget(client, "{gcra:")
     return pd.DataFrame(rows)

@@ -2,17 +2,20 @@
 -- ARGV[1]: limit: units allowed per window
 -- ARGV[2]: cost: units this request takes (1 <= cost <= limit)
 -- ARGV[3]: milliseconds from now until the current window ends
--- returns: {allowed (1|0), remaining, retry_after_ms, reset_after_ms}
+-- returns: the units used in the window before this request (allowed if that + cost <= limit)
+-- One integer, not a table: the caller knows the limit, the cost and when the window ends, and the
+-- smallest reply is the cheapest to build, send and parse (this script runs on every request).
 local limit = tonumber(ARGV[1])
 local cost = tonumber(ARGV[2])
-local left = tonumber(ARGV[3])
 
-local used = tonumber(redis.call('GET', KEYS[1]) or '0')
-if used + cost > limit then
-    -- a denied request takes nothing, so a large request cannot lock out small ones
-    return {0, limit - used, left, left}
+-- the allowed case, the common one, costs one command: count first, undo if over
+local used = redis.call('INCRBY', KEYS[1], cost)
+if used == cost then
+    -- the window's first units: the TTL is set in the same script, so no crash can fall in between
+    redis.call('PEXPIRE', KEYS[1], ARGV[3])
+elseif used > limit then
+    -- a denied request takes nothing (so a large one cannot lock out small ones): the two writes
+    -- cancel out, and no other command can run between them
+    redis.call('DECRBY', KEYS[1], cost)
 end
-used = redis.call('INCRBY', KEYS[1], cost)
--- the TTL is set by the same script as the increment: no crash can fall between them
-redis.call('PEXPIRE', KEYS[1], left)
-return {1, limit - used, 0, left}
+return used - cost

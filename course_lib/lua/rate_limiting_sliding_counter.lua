@@ -4,14 +4,17 @@
 -- ARGV[2]: cost: units this request takes (1 <= cost <= limit)
 -- ARGV[3]: window length in milliseconds
 -- ARGV[4]: milliseconds elapsed since the current window began (0 <= elapsed < window)
--- returns: {allowed (1|0), remaining, retry_after_ms, reset_after_ms}
+-- returns: allowed: {remaining, reset_after_ms}; denied: {remaining, retry_after_ms, reset_after_ms}
+-- (an allowed request's retry_after is 0: two elements, not four, make the common reply the cheapest)
 local limit = tonumber(ARGV[1])
 local cost = tonumber(ARGV[2])
 local window = tonumber(ARGV[3])
 local elapsed = tonumber(ARGV[4])
 
-local previous = tonumber(redis.call('GET', KEYS[1]) or '0')
-local current = tonumber(redis.call('GET', KEYS[2]) or '0')
+-- both counters in one command (a missing one is false, i.e. 0)
+local counts = redis.call('MGET', KEYS[1], KEYS[2])
+local previous = tonumber(counts[1]) or 0
+local current = tonumber(counts[2]) or 0
 
 -- the part of the previous window still inside the sliding window, rounded down as `limits` does
 local function carried(count, at)
@@ -43,9 +46,14 @@ if estimate + cost > limit then
         -- only in the next window, once this window's count has faded enough
         retry = window - elapsed + first_at(current, limit - cost)
     end
-    return {0, limit - estimate, retry, until_reset(current)}
+    return {limit - estimate, retry, until_reset(current)}
 end
-current = redis.call('INCRBY', KEYS[2], cost)
--- this window's count still weighs on the next one, so it lives until the next one ends
-redis.call('PEXPIRE', KEYS[2], 2 * window - elapsed)
-return {1, limit - estimate - cost, 0, until_reset(current)}
+if current == 0 then
+    -- this window's count still weighs on the next one, so it lives until the next one ends; created
+    -- with its TTL in one command (an existing counter already has that TTL: the key names its window)
+    redis.call('SET', KEYS[2], cost, 'PX', 2 * window - elapsed)
+else
+    redis.call('INCRBY', KEYS[2], cost)
+end
+current = current + cost
+return {limit - estimate - cost, until_reset(current)}

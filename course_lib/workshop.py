@@ -207,7 +207,9 @@ def start(roster_text: str, bind: str = "127.0.0.1", folder: str | os.PathLike |
             for name, seat in room.learners.items():
                 admin.execute_command("ACL", "SETUSER", name, *learner_rules(name, seat["password"], seat["db"],
                                                                              room.engine))
-            admin.execute_command("ACL", "SETUSER", "default", "off", "resetpass", "nopass")
+            # Off, with no password and not `nopass`: a `nopass` default user would turn protected
+            # mode on, which refuses every client that is not on loopback, so learners on the LAN too.
+            admin.execute_command("ACL", "SETUSER", "default", "off", "resetpass")
         write_secret(path / "room.json", json.dumps(room.__dict__, indent=1))
         write_secret(path / "credentials.txt", "".join(f"{name}  {room.join_line(name)}\n" for name in room.learners))
         return room

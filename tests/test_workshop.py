@@ -118,8 +118,9 @@ def test_the_watchdog_stops_a_password_stack(tmp_path, monkeypatch):
     finally:
         owner.communicate("")  # the owner exits: the watchdog must stop the servers
     try:
-        wait_for(lambda: not any(pid_alive(pid) for pid in pids), 30, "the watchdog to stop every server")
-        assert not (tmp_path / "runtime" / "state.json").exists()
+        # The watchdog stops the servers, then forgets them: wait for both, the record being last.
+        wait_for(lambda: not any(pid_alive(pid) for pid in pids) and not (tmp_path / "runtime" / "state.json").exists(),
+                 30, "the watchdog to stop every server and forget the stack")
     finally:
         runtime.down(tmp_path / "runtime")
 
@@ -186,6 +187,10 @@ def test_the_room_has_no_open_door(room):
     with redis.Redis(host=LAN, port=room.port, username="alice", password="guessed", socket_timeout=2) as guesser:
         with pytest.raises(redis.AuthenticationError):
             guesser.ping()
+    with room.instructor_client() as instructor:
+        default = instructor.acl_getuser("default")
+    # Off and not `nopass`: with `nopass`, protected mode would refuse learners connecting from the LAN.
+    assert "off" in default["flags"] and "nopass" not in default["flags"] and not default["passwords"]
 
 
 def test_room_files_are_owner_only_and_the_server_holds_no_password(room):

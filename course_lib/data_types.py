@@ -8,7 +8,14 @@ names it works on, so the caller decides where data lives. Keys written, by the 
 - activity logs: a list, newest entry first, capped (`log_activity`);
 - job queues: two lists, pending and processing (`claim_job`, `ack_job`, `requeue_unacked`);
 - tag index under a prefix `<index>`: `<index>:post:<post>:tags` and `<index>:tag:<tag>:posts`, sets;
-- leaderboards: a sorted set, member -> points (`add_points`, `top`, `place`, `around`).
+- leaderboards: a sorted set, member -> points (`add_points`, `top`, `place`, `around`), and boards
+  derived from it (`store_top`, `combine_boards`);
+- draws: a set of entrants (`draw_winners`, `sample_members`);
+- daily activity: one bitmap per day, bit = user id (`mark_active`, `count_active`, `combine_days`);
+- unique visitors: one HyperLogLog per day (`count_visit`, `unique_visitors`);
+- places: a geo index, a sorted set of geohashes (`add_places`, `places_near`).
+
+Any key: `seconds_to_live` reads its expiry; `scan_collection` walks a hash, set or sorted set.
 
 Cluster caveat for the multi-key patterns (queues, tag index): every key one command or transaction
 touches must live in the same hash slot, so give those keys a common `{hash tag}`.
@@ -16,7 +23,7 @@ touches must live in the same hash slot, so give those keys a common `{hash tag}
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 
 # -- strings: counters ---------------------------------------------------------------------------
@@ -202,3 +209,189 @@ def around(client, board: str, member: str, radius: int = 2) -> list[tuple[int, 
     start = max(0, rank - radius)
     entries = client.zrange(board, start, rank + radius, desc=True, withscores=True)
     return [(start + offset + 1, name, score) for offset, (name, score) in enumerate(entries)]
+
+
+def store_top(client, board: str, dest: str, n: int) -> int:
+    """Copy the `n` best entries of `board`, scores included, into the sorted set `dest`; returns how many.
+
+    Command: ZRANGESTORE dest board 0 n-1 REV (Redis >= 6.2), one step on the server: the entries
+    never travel to the client. `dest` is replaced (deleted when nothing is stored). n <= 0 stores
+    nothing: its stop index -1 would mean the whole board. Cluster: both keys in one hash slot.
+    """
+    if n <= 0:
+        client.delete(dest)
+        return 0
+    return client.zrangestore(dest, board, 0, n - 1, desc=True)
+
+
+def combine_boards(client, dest: str, weights: Mapping[str, float], aggregate: str = "SUM") -> int:
+    """Store in `dest` the union of the boards in `weights`, each score times its board's weight.
+
+    Command: ZUNIONSTORE dest N board... WEIGHTS w... AGGREGATE SUM|MIN|MAX, one atomic step: a
+    member on several boards gets the sum (or min, max) of its weighted scores. Returns the number of
+    members in `dest`, which is replaced. Costs O(N) + O(M log M) over all members of all boards.
+    Cluster: every board and `dest` in one hash slot.
+    """
+    if not weights:
+        raise ValueError("combine_boards needs at least one board")
+    return client.zunionstore(dest, dict(weights), aggregate=aggregate)
+
+
+# -- any key: expiry, and walking a collection ----------------------------------------------------
+
+def seconds_to_live(client, key: str) -> float | None:
+    """How long `key` has left, in seconds (millisecond precision); None when it never expires.
+
+    Command: PTTL. Its reply mixes times with two codes: -1 for a key without expiry and -2 for a
+    missing key, so `ttl < 10` ("about to expire") is true for both. This function turns them into
+    None and KeyError.
+
+    Raises:
+        KeyError: the key does not exist (or has just expired).
+    """
+    remaining = client.pttl(key)
+    if remaining == -2:
+        raise KeyError(key)
+    return None if remaining == -1 else remaining / 1000
+
+
+def scan_collection(client, key: str, match: str | None = None, count: int = 100) -> Iterator:
+    """Walk the hash, set or sorted set at `key` a batch at a time, without blocking the server.
+
+    Commands: TYPE, then HSCAN (yields (field, value)), SSCAN (members) or ZSCAN ((member, score)),
+    each call returning about `count` elements and a cursor, until the cursor is 0 again. Unlike
+    HGETALL/SMEMBERS/ZRANGE 0 -1, no single call costs O(N). Caveats: not atomic, so an element
+    added or removed during the walk may or may not be returned, and one may be returned twice
+    (dedupe if it matters); a small collection in its compact encoding (listpack, intset) comes back
+    whole in one call, whatever `count`; MATCH filters after the elements are read, so a call can
+    return nothing and the walk still goes on.
+
+    Raises:
+        TypeError: `key` holds another type (or does not exist).
+    """
+    kind = client.type(key)
+    walkers = {"hash": client.hscan_iter, "set": client.sscan_iter, "zset": client.zscan_iter}
+    if kind not in walkers:
+        raise TypeError(f"{key} holds {kind!r}, not a hash, set or sorted set")
+    return walkers[kind](key, match=match, count=count)
+
+
+# -- sets: random draws --------------------------------------------------------------------------
+
+def draw_winners(client, entrants: str, n: int) -> list[str]:
+    """Remove `n` random members from the set `entrants` and return them (fewer if it holds fewer).
+
+    Command: SPOP key count. Atomic: two app servers drawing at once never get the same member, and
+    a drawn member is gone from the set (copy it first with COPY or SUNIONSTORE to keep the list).
+    The choice is close to uniform, not a fair lottery: do not use it where fairness must be proven.
+    """
+    if n <= 0:
+        return []
+    return client.spop(entrants, n)
+
+
+def sample_members(client, key: str, n: int, repeats: bool = False) -> list[str]:
+    """`n` random members of the set at `key`, which stays as it is.
+
+    Command: SRANDMEMBER key count. A positive count returns distinct members (at most the set's
+    size); with `repeats` the count is sent negative and exactly `n` members come back, possibly the
+    same one several times.
+    """
+    if n <= 0:
+        return []
+    return client.srandmember(key, -n if repeats else n)
+
+
+# -- bitmaps: daily active users -----------------------------------------------------------------
+
+def mark_active(client, day: str, user_id: int) -> bool:
+    """Record that user `user_id` was active on the bitmap `day`; True when already recorded.
+
+    Command: SETBIT day user_id 1, O(1), atomic. The bitmap is a string of user_id / 8 bytes at
+    least: it suits small, dense integer ids (1, 2, 3...). A single id of 100,000,000 makes a 12.5 MB
+    string, and the largest offset (2**32 - 1) allocates 512 MB, so map sparse ids to dense ones.
+    """
+    if user_id < 0:
+        raise ValueError(f"user_id must be a non-negative integer, got {user_id}")
+    return client.setbit(day, user_id, 1) == 1
+
+
+def count_active(client, day: str) -> int:
+    """How many users are recorded in the bitmap `day`. Command: BITCOUNT, O(size of the bitmap)."""
+    return client.bitcount(day)
+
+
+def combine_days(client, dest: str, operation: str, *days: str) -> int:
+    """Store in `dest` the users active on every day (`operation` "AND") or on any day ("OR"); return how many.
+
+    Commands: BITOP AND|OR dest day... then BITCOUNT dest, together in one MULTI/EXEC: one round
+    trip, and no write to a day lands between the two. BITOP is O(length of the longest bitmap) and
+    a missing day counts as all zeros (so AND with it is empty). Cluster: all keys in one hash slot.
+    """
+    if operation not in ("AND", "OR"):
+        raise ValueError(f"operation must be 'AND' or 'OR', got {operation!r}")
+    if not days:
+        raise ValueError("combine_days needs at least one day")
+    with client.pipeline(transaction=True) as pipe:
+        pipe.bitop(operation, dest, *days)
+        pipe.bitcount(dest)
+        return pipe.execute()[1]
+
+
+# -- HyperLogLog: unique visitors ----------------------------------------------------------------
+
+def count_visit(client, counter: str, *visitors: str) -> bool:
+    """Add `visitors` to the HyperLogLog `counter`; True when its estimate changed.
+
+    Command: PFADD, O(1) per visitor, atomic. The counter never holds the visitors themselves, only
+    registers derived from their hashes: at most 12 KB per key whatever the count, with a standard
+    error of 0.81 %. It cannot list or remove a visitor; use a set when you need that.
+    """
+    if not visitors:
+        raise ValueError("count_visit needs at least one visitor")
+    return client.pfadd(counter, *visitors) == 1
+
+
+def unique_visitors(client, *counters: str) -> int:
+    """The estimated number of distinct visitors across `counters` (e.g. the 7 days of a week).
+
+    Command: PFCOUNT counter..., which estimates the *union*: a visitor seen on several days counts
+    once. Adding the days' separate counts would count returning visitors again. With several keys
+    the server merges them on the fly (O(number of keys), heavier than one key); PFMERGE stores a
+    merged counter for reuse. Cluster: all counters in one hash slot.
+    """
+    if not counters:
+        raise ValueError("unique_visitors needs at least one counter")
+    return client.pfcount(*counters)
+
+
+# -- geospatial: places near a point -------------------------------------------------------------
+
+def add_places(client, index: str, places: Mapping[str, tuple[float, float]]) -> int:
+    """Add or move places, name -> (longitude, latitude), in the geo index `index`; returns how many were new.
+
+    Command: GEOADD index lon lat name..., O(log N) each, atomic for all. Longitude comes first
+    (GeoJSON order, not the "lat, lon" of most maps). The index is a sorted set whose scores are
+    52-bit geohashes: positions come back rounded to well under a metre, latitudes beyond ±85.05°
+    are refused, and ZREM removes a place.
+    """
+    if not places:
+        raise ValueError("add_places needs at least one place")
+    values: list[object] = []
+    for name, (longitude, latitude) in places.items():
+        values += [longitude, latitude, name]
+    return client.geoadd(index, values)
+
+
+def places_near(client, index: str, longitude: float, latitude: float, radius_km: float,
+                limit: int | None = None) -> list[tuple[str, float]]:
+    """The places within `radius_km` of a point, nearest first, as (name, distance in km).
+
+    Command: GEOSEARCH index FROMLONLAT lon lat BYRADIUS r km ASC WITHDIST [COUNT limit]
+    (Redis >= 6.2; GEORADIUS is its deprecated predecessor). O(N + log M), N = the places in the
+    grid cells around the circle; COUNT trims the reply but the matches are still all found and
+    sorted first. Distances assume a spherical Earth (up to about 0.5 % off).
+    """
+    found = client.geosearch(index, longitude=longitude, latitude=latitude, radius=radius_km, unit="km",
+                             sort="ASC", count=limit, withdist=True)
+    return [(name, distance) for name, distance in found]

@@ -9,12 +9,14 @@ import pytest
 from redis.exceptions import WatchError
 
 from course_lib import data_types as dt
+from course_lib.concurrency import run_together
 from course_lib.connection import connect
 from course_lib.exercises import evaluate
 from course_lib.exercises import data_types as ex
 from course_lib.exercises.solutions import data_types as solutions
 from course_lib.experiments import data_types as exp
 from course_lib.keys import hash_tag, key
+from course_lib.servers import scratch_server
 
 
 def k(*parts):
@@ -197,6 +199,166 @@ def test_around_shows_neighbours_and_clips_at_the_top(r, board):
     assert dt.around(r, board, "charlie", radius=1) == [(2, "dave", 2100.0), (3, "charlie", 2100.0), (4, "bob", 1800.0)]
     assert dt.around(r, board, "alice", radius=2) == [(1, "alice", 2350.0), (2, "dave", 2100.0), (3, "charlie", 2100.0)]
     assert dt.around(r, board, "nobody") == []
+
+
+def test_store_top_copies_the_best_entries_with_their_scores(r, board):
+    assert dt.store_top(r, board, k("top2"), 2) == 2
+    assert r.zrange(k("top2"), 0, -1, desc=True, withscores=True) == [["alice", 2350.0], ["dave", 2100.0]]
+    assert dt.store_top(r, board, k("top2"), 0) == 0 and not r.exists(k("top2"))  # n = 0: nothing, not everything
+
+
+def test_combine_boards_adds_weighted_scores(r):
+    r.zadd(k("mon"), {"alice": 10, "bob": 5})
+    r.zadd(k("tue"), {"alice": 1, "carol": 7})
+    assert dt.combine_boards(r, k("week"), {k("mon"): 1, k("tue"): 2}) == 3
+    assert r.zrange(k("week"), 0, -1, withscores=True) == [["bob", 5.0], ["alice", 12.0], ["carol", 14.0]]
+    assert dt.combine_boards(r, k("best"), {k("mon"): 1, k("tue"): 1}, aggregate="MAX") == 3
+    assert r.zscore(k("best"), "alice") == 10.0
+    with pytest.raises(ValueError, match="at least one board"):
+        dt.combine_boards(r, k("week"), {})
+
+
+# -- any key: expiry, types, scanning ------------------------------------------------------------
+
+def test_seconds_to_live_tells_no_expiry_from_missing(r):
+    r.set(k("forever"), "v")
+    r.set(k("brief"), "v", ex=100)
+    assert dt.seconds_to_live(r, k("forever")) is None
+    assert 99 < dt.seconds_to_live(r, k("brief")) <= 100
+    with pytest.raises(KeyError):
+        dt.seconds_to_live(r, k("missing"))
+    r.persist(k("brief"))
+    assert dt.seconds_to_live(r, k("brief")) is None
+
+
+def test_scan_collection_walks_every_type_in_batches(r):
+    r.hset(k("big"), mapping={f"f{i}": i for i in range(600)})  # a hashtable: several calls
+    r.sadd(k("set"), "a", "b", "c")
+    r.zadd(k("z"), {"x": 1, "y": 2})
+    assert dict(dt.scan_collection(r, k("big"), count=50)) == {f"f{i}": str(i) for i in range(600)}
+    assert set(dt.scan_collection(r, k("big"), match="f59?")) == {(f"f59{i}", f"59{i}") for i in range(10)}
+    assert sorted(dt.scan_collection(r, k("set"))) == ["a", "b", "c"]
+    assert sorted(dt.scan_collection(r, k("z"))) == [("x", 1.0), ("y", 2.0)]
+    r.rpush(k("list"), "a")
+    for name in (k("list"), k("missing")):
+        with pytest.raises(TypeError, match="not a hash, set or sorted set"):
+            dt.scan_collection(r, name)
+
+
+def test_draw_winners_never_gives_a_member_twice_across_threads(r):
+    r.sadd(k("entrants"), *range(20))
+    drawn = []
+    run_together(lambda slot: drawn.extend(dt.draw_winners(r, k("entrants"), 5)), 4, timeout=30, what="draws")
+    assert sorted(drawn, key=int) == [str(i) for i in range(20)] and not r.exists(k("entrants"))
+    assert dt.draw_winners(r, k("entrants"), 3) == [] and dt.draw_winners(r, k("other"), 0) == []
+
+
+def test_sample_members_keeps_the_set_and_repeats_only_when_asked(r):
+    r.sadd(k("few"), "a", "b", "c")
+    assert sorted(dt.sample_members(r, k("few"), 10)) == ["a", "b", "c"]
+    assert len(dt.sample_members(r, k("few"), 10, repeats=True)) == 10
+    assert r.scard(k("few")) == 3 and dt.sample_members(r, k("few"), 0) == []
+
+
+def test_lazy_and_active_expiry_on_a_scratch_server():
+    with scratch_server() as server, server.client() as client:
+        table = exp.run_lazy_and_active_expiry(client, keys=50)
+        assert list(table["dbsize"]) == [50, 50, 49, 0]
+        assert all(exp.expiry_verdicts(table).values())
+        assert client.execute_command("DEBUG", "SET-ACTIVE-EXPIRE", 1) == "OK"
+
+
+def test_expiry_verdict_fails_with_the_active_cycle_on():
+    """The degraded setting: with the active cycle running, unread expired keys are gone within the hold."""
+    with scratch_server() as server, server.client() as client:
+        verdicts = exp.expiry_verdicts(exp.run_lazy_and_active_expiry(client, keys=50, active_cycle=True))
+    still_counted, lazy, active = verdicts.values()
+    assert not still_counted and not lazy and active
+
+
+def test_del_blocks_another_client_and_unlink_does_not():
+    with scratch_server(config={"lazyfree-lazy-user-del": "no"}) as server, server.client() as client:
+        table = exp.run_delete_latency(client)
+        assert client.dbsize() == 0
+    claim, holds = exp.delete_latency_verdict(table)
+    assert holds, table
+    assert list(table["command"]) == ["DEL", "UNLINK"] and (table["pings_during"] >= 1).all()
+
+
+def test_delete_latency_verdict_fails_when_del_is_lazy_too():
+    """The degraded setting: lazyfree-lazy-user-del yes (Valkey >= 8's default) makes DEL free in the background."""
+    with scratch_server(config={"lazyfree-lazy-user-del": "yes"}) as server, server.client() as client:
+        table = exp.run_delete_latency(client)
+    assert not exp.delete_latency_verdict(table)[1], table
+
+
+# -- bitmaps, HyperLogLog, geo -------------------------------------------------------------------
+
+def test_daily_active_users_with_bitmaps(r):
+    days = [k("{dau}", "day", d) for d in (1, 2, 3)]
+    for day, users in zip(days, ([1, 2, 3, 5], [2, 3, 8], [3, 5, 8])):
+        for user in users:
+            assert dt.mark_active(r, day, user) is False
+    assert dt.mark_active(r, days[0], 1) is True  # already there
+    assert [dt.count_active(r, day) for day in days] == [4, 3, 3]
+    assert dt.combine_days(r, k("{dau}", "all"), "AND", *days) == 1  # user 3
+    assert dt.combine_days(r, k("{dau}", "any"), "OR", *days) == 5
+    assert dt.combine_days(r, k("{dau}", "all"), "AND", days[0], k("{dau}", "missing")) == 0
+    with pytest.raises(ValueError):
+        dt.combine_days(r, k("{dau}", "x"), "XOR", *days)
+    with pytest.raises(ValueError):
+        dt.mark_active(r, days[0], -1)
+
+
+def test_bitmap_is_smaller_than_a_set_for_dense_ids(r):
+    table = exp.run_bitmap_vs_set(r)
+    assert list(table["active"]) == [33_334, 33_334]
+    assert exp.bitmap_verdict(table)[1]
+
+
+def test_bitmap_verdict_fails_for_large_ids(r):
+    """The degraded setting: ids from 10,000,000 up make the bitmap 1.25 MB before the first user."""
+    assert not exp.bitmap_verdict(exp.run_bitmap_vs_set(r, first_id=10_000_000))[1]
+
+
+def test_unique_visitors_counts_the_union(r):
+    days = [k("{hll}", d) for d in (1, 2)]
+    assert dt.count_visit(r, days[0], "ann", "bob") is True
+    assert dt.count_visit(r, days[0], "ann") is False  # already counted: the estimate did not change
+    dt.count_visit(r, days[1], "bob", "cid")
+    assert dt.unique_visitors(r, days[0]) == 2 and dt.unique_visitors(r, *days) == 3
+    with pytest.raises(ValueError):
+        dt.unique_visitors(r)
+
+
+def test_hyperloglog_verdicts_hold_on_a_week_of_visits(r):
+    table = exp.run_unique_visitors(r)
+    assert all(exp.unique_visitor_verdicts(table).values()), table
+
+
+def test_hyperloglog_error_verdict_fails_when_days_are_summed(r):
+    """The degraded setting: adding the days' counts counts every returning visitor again."""
+    error, smaller = exp.unique_visitor_verdicts(exp.run_unique_visitors(r, combine="sum")).values()
+    assert not error and smaller
+
+
+def test_hyperloglog_memory_verdict_fails_for_a_few_visitors(r):
+    """The degraded setting: 300 visitors make a small set and a small (sparse) HyperLogLog."""
+    error, smaller = exp.unique_visitor_verdicts(exp.run_unique_visitors(r, daily=200, pool=300)).values()
+    assert error and not smaller
+
+
+def test_places_near_lists_the_nearest_first(r):
+    index = k("stores")
+    assert dt.add_places(r, index, {"near": (2.3522, 48.8566), "mid": (2.3700, 48.8600), "far": (2.2945, 48.8584)}) == 3
+    assert dt.add_places(r, index, {"near": (2.3522, 48.8566)}) == 0  # moved, not new
+    found = dt.places_near(r, index, 2.3522, 48.8566, radius_km=2)
+    assert [name for name, _ in found] == ["near", "mid"]
+    assert found[0][1] < 0.01 and 1.2 < found[1][1] < 1.5
+    assert [name for name, _ in dt.places_near(r, index, 2.3522, 48.8566, 10, limit=1)] == ["near"]
+    assert dt.places_near(r, k("no-index"), 0, 0, 1) == []
+    with pytest.raises(ValueError):
+        dt.add_places(r, index, {})
 
 
 # -- the cost experiment -------------------------------------------------------------------------

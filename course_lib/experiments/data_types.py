@@ -5,7 +5,12 @@ Keys written (all under `course:data_types:`):
 - `memory:user:<field>` (strings) and `memory:user` (hash): `run_hash_vs_strings`;
 - `cost:<n>:set|zset|list|scores` (set, sorted set, list, hash): `run_command_cost`, deleted at its end;
 - the queue (list) given to `run_queue_simulation` or `run_queue_workers`, and the board (sorted set) given
-  to `leaderboard_widget`.
+  to `leaderboard_widget`;
+- `dau:bitmap` (string) and `dau:set` (set): `run_bitmap_vs_set`;
+- `visitors:{week}:exact` (set), `visitors:{week}:day:<n>` and `visitors:{week}:hll` (HyperLogLogs):
+  `run_unique_visitors`;
+- on a private scratch server only: `expiry:<n>` (strings with a TTL, `run_lazy_and_active_expiry`) and
+  `big:set`, `big:set:copy` (sets, `run_delete_latency`).
 
 Widgets start in a fixed state (nbval compares their text form) and write to their output only
 when the learner presses a button.
@@ -13,6 +18,7 @@ when the learner presses a button.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
 import time
@@ -24,6 +30,7 @@ from course_lib.concurrency import run_together
 from course_lib.data_types import add_points, increment, increment_unsafely, place, top
 from course_lib.keys import key
 from course_lib.measure import latencies, summary_ms
+from course_lib.servers import ServerError, wait_for
 
 CHAPTER = "data_types"
 
@@ -400,3 +407,219 @@ def leaderboard_widget(client, board: str, player: str = "you", points: int = 10
 
     add.on_click(on_add)
     return widgets.VBox([widgets.HBox([name, amount, add]), status, table])
+
+
+# -- expiry: lazy on read, active in the background -----------------------------------------------
+
+def run_lazy_and_active_expiry(client, keys: int = 100, ttl_ms: int = 20, hold_s: float = 0.5,
+                               active_cycle: bool = False) -> pd.DataFrame:
+    """Watch expired keys stay in the keyspace until a read or the active expiry cycle removes them.
+
+    `client` must be a private scratch server's (`course_lib.servers.scratch_server`): with
+    `active_cycle=False` the run switches the server's active expiry off (DEBUG SET-ACTIVE-EXPIRE 0)
+    and always switches it back on before returning. Steps: SET `keys` keys with PX `ttl_ms`; wait
+    (bounded) until the server's clock (TIME) is past their expiry, without touching them; wait up to `hold_s` for
+    DBSIZE to drop, which only the active cycle can do while nobody reads; GET one key (lazy expiry
+    deletes it on the spot); switch the cycle on and wait up to 5 s for DBSIZE to reach 0.
+
+    Returns rows: step, dbsize, expires (INFO keyspace's count of keys with a TTL); `attrs["read"]`
+    holds what the GET of an expired key returned.
+    """
+    names = [key(CHAPTER, "expiry", i) for i in range(keys)]
+    rows = []
+
+    def record(step: str) -> None:
+        db = client.info("keyspace").get("db0", {})
+        rows.append({"step": step, "dbsize": client.dbsize(), "expires": db.get("expires", 0)})
+
+    def server_ms() -> int:
+        seconds, micros = client.time()
+        return seconds * 1000 + micros // 1000
+
+    try:
+        if not active_cycle:
+            client.execute_command("DEBUG", "SET-ACTIVE-EXPIRE", 0)
+        with client.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.set(name, "v", px=ttl_ms)
+            pipe.time()  # no key expires later than this moment + ttl_ms (asking each key would read it)
+            *_, (seconds, micros) = pipe.execute()
+        record(f"{keys} keys set with a {ttl_ms} ms TTL")
+        deadline = seconds * 1000 + micros // 1000 + ttl_ms
+        wait_for(lambda: server_ms() > deadline, 5, "the keys' TTL to pass")
+        with contextlib.suppress(ServerError):  # the wait ending without a change is the finding
+            wait_for(lambda: client.dbsize() < keys, hold_s, "DBSIZE to drop")
+        record(f"TTL passed, {hold_s} s later, nobody read them")
+        read = client.get(names[0])
+        record("after one GET of an expired key")
+    finally:
+        client.execute_command("DEBUG", "SET-ACTIVE-EXPIRE", 1)
+    wait_for(lambda: client.dbsize() == 0, 5, "the active expiry cycle to remove the expired keys")
+    record("active expiry on again")
+    table = pd.DataFrame(rows)
+    table.attrs["read"] = read
+    return table
+
+
+def expiry_verdicts(table: pd.DataFrame) -> dict[str, bool]:
+    """The claims `run_lazy_and_active_expiry` tests: {claim: bool}."""
+    keys, unread, after_read, final = table["dbsize"]
+    return {
+        "expired keys nobody read are still counted by DBSIZE (and INFO keyspace) without the active cycle":
+            bool(unread == keys and table["expires"].iloc[1] == keys),
+        "a GET of an expired key returns nothing and deletes it (lazy expiry)":
+            bool(table.attrs["read"] is None and after_read == unread - 1),
+        "the active expiry cycle removes the unread ones in the background": bool(final == 0),
+    }
+
+
+# -- DEL vs UNLINK of a large key ----------------------------------------------------------------
+
+def _build_big_set(client, name: str, members: int, chunk: int = 10_000) -> None:
+    client.delete(name)
+    for start in range(0, members, chunk):
+        client.sadd(name, *range(start, min(members, start + chunk)))
+
+
+def _delete_while_pinging(client, command: str, target: str, around: int) -> dict:
+    """One trial of `run_delete_latency`: `command` on `target` while another connection PINGs."""
+    pings: list[tuple[float, float]] = []  # (sent, answered), perf_counter seconds
+    stop = threading.Event()
+
+    def pinger() -> None:
+        while not stop.is_set():
+            sent = time.perf_counter()
+            client.ping()  # the pool gives this thread its own connection
+            pings.append((sent, time.perf_counter()))
+
+    thread = threading.Thread(target=pinger, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: len(pings) >= around, 10, "the other connection's first PINGs")
+        start = time.perf_counter()
+        client.execute_command(command, target)
+        end = time.perf_counter()
+        seen = len(pings)
+        wait_for(lambda: len(pings) >= seen + around, 10, "the other connection's next PINGs")
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    during = [answered - sent for sent, answered in pings if sent < end and answered > start]
+    return {"command": command, "command_ms": (end - start) * 1000, "pings_during": len(during),
+            "worst_ping_ms": max(during) * 1000}
+
+
+def run_delete_latency(client, members: int = 1_000_000, around: int = 20) -> pd.DataFrame:
+    """Delete a set of `members` members with DEL, and another with UNLINK, while another connection PINGs.
+
+    `client` must be a private scratch server's: the run fills it with a big set, twice. During each
+    deletion a thread sends PING after PING on its own connection, from `around` PINGs before it to
+    `around` PINGs after it; the PINGs that overlap the deleting call are the ones it could hold up.
+    DEL frees every member before it replies, and the server answers nobody meanwhile; UNLINK only
+    unlinks the key and leaves the freeing to a background thread (the run waits for it, INFO memory
+    lazyfree_pending_objects 0, before the next step). Whether DEL does the same is the server's
+    `lazyfree-lazy-user-del` setting (no on Redis 7, yes on Valkey >= 8): the notebook's scratch
+    server sets it to no. Each set is built afresh: a set made by COPY is laid out in memory in one
+    sweep and frees several times faster than one grown by SADD, as real keys are.
+
+    Returns rows: command, command_ms (the deleting call, seen by its client), pings_during (PINGs
+    overlapping it), worst_ping_ms (the slowest of them).
+    """
+    name = key(CHAPTER, "big", "set")
+    rows = []
+    for command in ("DEL", "UNLINK"):
+        _build_big_set(client, name, members)
+        rows.append(_delete_while_pinging(client, command, name, around))
+        wait_for(lambda: int(client.info("memory")["lazyfree_pending_objects"]) == 0, 10,
+                 "the background freeing to finish")
+    return pd.DataFrame(rows)
+
+
+def delete_latency_verdict(table: pd.DataFrame, blocked_ms: float = 50, factor: float = 5) -> tuple[str, bool]:
+    """The claim `run_delete_latency` tests, and whether it held: (claim, bool)."""
+    worst = table.set_index("command")["worst_ping_ms"]
+    claim = (f"DEL of the big set held another client's PING at least {blocked_ms:g} ms "
+             f"and at least {factor:g}x longer than UNLINK did")
+    return claim, bool(worst["DEL"] >= blocked_ms and worst["DEL"] >= factor * worst["UNLINK"])
+
+
+# -- bitmaps: memory against a set ---------------------------------------------------------------
+
+def run_bitmap_vs_set(client, users: int = 100_000, active_every: int = 3, first_id: int = 0) -> pd.DataFrame:
+    """One day's active users, every `active_every`-th of `users` ids starting at `first_id`, as a bitmap and as a set.
+
+    Commands: SETBIT and SADD (pipelined), BITCOUNT, SCARD, MEMORY USAGE (SAMPLES 0). Returns rows:
+    layout, active, memory_bytes. The bitmap's size follows the largest id, not the number of
+    users: ids starting at 10,000,000 cost 1.25 MB before the first active user.
+    """
+    ids = range(first_id, first_id + users, active_every)
+    bitmap, members = key(CHAPTER, "dau", "bitmap"), key(CHAPTER, "dau", "set")
+    client.delete(bitmap, members)
+    with client.pipeline(transaction=False) as pipe:
+        for user_id in ids:
+            pipe.setbit(bitmap, user_id, 1)
+        pipe.sadd(members, *ids)
+        pipe.execute()
+    return pd.DataFrame([
+        {"layout": "bitmap (SETBIT)", "active": client.bitcount(bitmap), "memory_bytes": client.memory_usage(bitmap, samples=0)},
+        {"layout": "set (SADD)", "active": client.scard(members), "memory_bytes": client.memory_usage(members, samples=0)},
+    ])
+
+
+def bitmap_verdict(table: pd.DataFrame, smaller: float = 10) -> tuple[str, bool]:
+    """The claim `run_bitmap_vs_set` tests, and whether it held: (claim, bool)."""
+    bitmap, members = table["memory_bytes"]
+    return f"the bitmap at least {smaller:g}x smaller than a set of the same users", bool(members >= smaller * bitmap)
+
+
+# -- HyperLogLog: unique visitors against an exact set -------------------------------------------
+
+def run_unique_visitors(client, days: int = 7, daily: int = 20_000, pool: int = 60_000, seed: int = 1,
+                        combine: str = "union") -> pd.DataFrame:
+    """A week of visits counted exactly (a set) and approximately (one HyperLogLog per day).
+
+    Each day `daily` visitors are drawn (seeded: the same every run) from `pool` ids, so many
+    return on several days. Exact: SADD every visit to one set, SCARD. Estimate: PFADD each day's
+    visits to that day's counter, then the week's unique visitors as PFCOUNT of all the days
+    (`combine="union"`, right) or as the sum of each day's PFCOUNT (`combine="sum"`, the mistake
+    that counts a returning visitor again); PFMERGE stores the week's counter. Memory: MEMORY
+    USAGE (SAMPLES 0) of the set against the merged counter.
+
+    Returns rows: method, unique, memory_bytes; `attrs["error"]` is |estimate - exact| / exact.
+    """
+    if combine not in ("union", "sum"):
+        raise ValueError(f"combine must be 'union' or 'sum', got {combine!r}")
+    rng = random.Random(seed)
+    exact = key(CHAPTER, "visitors", "{week}", "exact")
+    day_keys = [key(CHAPTER, "visitors", "{week}", "day", day) for day in range(days)]
+    week = key(CHAPTER, "visitors", "{week}", "hll")
+    client.delete(exact, week, *day_keys)
+    for day_key in day_keys:
+        visitors = [f"visitor:{rng.randrange(pool)}" for _ in range(daily)]
+        with client.pipeline(transaction=False) as pipe:
+            for start in range(0, daily, 5_000):
+                pipe.sadd(exact, *visitors[start:start + 5_000])
+                pipe.pfadd(day_key, *visitors[start:start + 5_000])
+            pipe.execute()
+    truth = client.scard(exact)
+    estimate = (client.pfcount(*day_keys) if combine == "union"
+                else sum(client.pfcount(day_key) for day_key in day_keys))
+    client.pfmerge(week, *day_keys)
+    table = pd.DataFrame([
+        {"method": "exact set (SADD, SCARD)", "unique": truth, "memory_bytes": client.memory_usage(exact, samples=0)},
+        {"method": f"HyperLogLog (PFADD, PFCOUNT {combine})", "unique": estimate,
+         "memory_bytes": client.memory_usage(week, samples=0)},
+    ])
+    table.attrs["error"] = abs(estimate - truth) / truth
+    return table
+
+
+def unique_visitor_verdicts(table: pd.DataFrame, max_error: float = 0.02, smaller: float = 100) -> dict[str, bool]:
+    """The claims `run_unique_visitors` tests: {claim: bool}."""
+    memory = table["memory_bytes"]
+    return {
+        f"HyperLogLog's count of the week's unique visitors within {max_error:.0%} of the exact count":
+            bool(table.attrs["error"] < max_error),
+        f"the week's HyperLogLog at least {smaller:g}x smaller than the exact set":
+            bool(memory.iloc[0] >= smaller * memory.iloc[1]),
+    }

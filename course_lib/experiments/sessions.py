@@ -9,8 +9,10 @@ Keys written (all under `course:sessions:`, deleted again when each run ends):
 
 from __future__ import annotations
 
+import functools
 import json
 import statistics
+from typing import Callable
 
 import pandas as pd
 
@@ -102,12 +104,17 @@ def run_lost_update(client, interleave: bool = True) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def run_read_cost(client, samples: int = 1000, rounds: int = 10) -> pd.DataFrame:
+def run_read_cost(client, samples: int = 1000, rounds: int = 10, extra_round_trip: tuple[str, ...] = ()) -> pd.DataFrame:
     """The cost of reading a session and restarting its idle timer, three ways, taking turns.
 
     - the guide: GET, then EXPIRE (two round trips);
     - a JSON string with GETEX (one command);
     - `SessionStore.get` (one script: deadline check, PEXPIRE, HGETALL).
+
+    Args:
+        extra_round_trip: reads to slow down with a plausible regression: a PING before each (one
+            more round trip, e.g. an existence check first). For the verdict's degraded-setting test.
+
     Returns rows: read, round_trips (counted once, client side), median_us.
     """
     store = SessionStore(client)
@@ -123,9 +130,16 @@ def run_read_cost(client, samples: int = 1000, rounds: int = 10) -> pd.DataFrame
             guide_extend_session(via, guide_id)
 
         via_store = SessionStore(via)
-        return {"guide: GET + EXPIRE": guide_read,
-                "JSON string: GETEX": lambda: load_json_session(via, json_key, 1800),
-                "SessionStore.get (script)": lambda: via_store.get(session_id)}
+        plain = {"guide: GET + EXPIRE": guide_read,
+                 "JSON string: GETEX": lambda: load_json_session(via, json_key, 1800),
+                 "SessionStore.get (script)": lambda: via_store.get(session_id)}
+
+        def slowed(read: Callable[[], object]) -> None:
+            via.ping()
+            read()
+
+        return {name: functools.partial(slowed, read) if name in extra_round_trip else read
+                for name, read in plain.items()}
 
     for read in reads(client).values():
         read()  # once first: the store's script is then loaded, so a counted read is one EVALSHA
@@ -144,3 +158,13 @@ def run_read_cost(client, samples: int = 1000, rounds: int = 10) -> pd.DataFrame
     store.destroy_all("speed")
     return pd.DataFrame([{"read": name, "round_trips": trips[name],
                           "median_us": round(statistics.median(times[name]) * 1e6, 1)} for name in trips])
+
+
+def faster_by(cost: pd.DataFrame, fast: str, slow: str, factor: float) -> bool:
+    """The verdict over `run_read_cost`'s table: the read `fast` takes at most 1/`factor` of `slow`'s median time.
+
+    With GETEX given an extra round trip (`extra_round_trip`), both reads make two and the same
+    verdict is False: it measures the round trip saved, not a constant.
+    """
+    median = cost.set_index("read")["median_us"]
+    return bool(median[slow] >= factor * median[fast])

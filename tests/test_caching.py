@@ -510,18 +510,20 @@ def test_early_refresh_and_stale_while_revalidate_make_fewer_callers_wait_than_t
     assert refresh_verdicts(frame) == (True, True, True)
     assert (frame["requests"] > 300).all() and r.exists(key("caching", "lock", "refresh", 5)) == 0
     # Degraded: no early refresh (beta 0) and no stale window: every caller misses at the expiry.
-    degraded = experiments.run_refresh(r, shop, beta=0, stale=0, variants=experiments.REFRESH_VARIANTS[1:])
+    degraded = experiments.run_refresh(r, shop, ttl=1.0, duration=1.5, beta=0, stale=0,
+                                       variants=experiments.REFRESH_VARIANTS[1:])
     lock = frame.loc["per-key lock"]
     assert refresh_verdicts(pd.concat([lock.to_frame().T, degraded])) == (True, False, False)
 
 
-def test_a_deploy_without_a_new_version_reads_the_old_shape(r, shop):
-    frame = experiments.run_deploy(r, shop)  # the notebook's setting
+def test_a_deploy_without_a_new_version_reads_the_old_shape(r):
+    with Shop() as shop:  # every user present: the module's shop has lost some to other tests
+        frame = experiments.run_deploy(r, shop)  # the notebook's setting
+        same = experiments.run_deploy(r, shop, new_version=1)
     assert frame["new release read an old shape"] == 0 and frame["old release read a new shape"] == 0
     assert frame["db queries by the new release"] == 50
     assert frame["old entries left"] == frame["old entries expiring on their own"] == 50
     # Degraded: the version left unchanged: the new release reads every old-shaped entry.
-    same = experiments.run_deploy(r, shop, new_version=1)
     assert same["new release read an old shape"] == 50 and same["db queries by the new release"] == 0
 
 

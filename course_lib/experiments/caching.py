@@ -530,8 +530,10 @@ def run_deploy(client, shop: Shop, users: int = 50, old_version: int = 1, new_ve
             pipe.pttl(old.key(user_id))
         remaining = pipe.execute()
     delete_prefix(client, key("caching", "profile") + ":")
-    return pd.Series({"new release read an old shape": sum("display_name" not in row for row in new_seen),
-                      "old release read a new shape": sum("name" not in row for row in old_seen),
+    # None is a cached "no such user", of either shape
+    return pd.Series({"new release read an old shape": sum(row is not None and "display_name" not in row
+                                                           for row in new_seen),
+                      "old release read a new shape": sum(row is not None and "name" not in row for row in old_seen),
                       "db queries by the new release": new_queries,
                       "old entries left": sum(ms != -2 for ms in remaining),
                       "old entries expiring on their own": sum(0 < ms <= ttl * 1000 for ms in remaining)})

@@ -346,6 +346,17 @@ def test_health_check_verdict_fails_without_an_interval(r):
     assert not row["pinged"] and row["last command"] == "subscribe"
 
 
+def test_a_silently_dead_connection_is_noticed_through_the_health_check_ping(r):
+    row = experiments.run_silent_drop(r, interval=0.2).iloc[0]
+    assert row["PUBLISH receivers while dead"] == 1  # the server never heard of the drop
+    assert row["noticed"] and row["seconds to notice"] < 1 and row["received after"]
+
+
+def test_silent_drop_verdict_fails_without_a_health_check(r):
+    row = experiments.run_silent_drop(r, interval=0, window=0.5).iloc[0]
+    assert row["PUBLISH receivers while dead"] == 1 and not row["noticed"] and not row["received after"]
+
+
 @pytest.mark.parametrize("channel, receivers, got", [
     ("orders.created", 3, ["orders.*", "orders.created", "*.created"]),
     ("orders.paid", 1, ["orders.*", "-", "-"]),

@@ -10,6 +10,8 @@
 - `run_reconnect_gap`: a subscriber whose connection is killed; redis-py reconnects by itself and
   the messages published meanwhile are counted lost (`lost_exactly_the_gap`);
 - `run_health_check`: an idle subscriber with or without `health_check_interval`: did it PING?
+- `run_silent_drop`: a subscriber behind a relay that forgets its connection (a NAT or firewall
+  dropping an idle flow): noticed and reconnected only with `health_check_interval`;
 - `run_playground` / `playground_widget`: publish on a channel, see which of three subscribers got it.
 
 No keys are written on the course server: everything here is channels, named `course:pubsub:<...>`
@@ -19,6 +21,9 @@ No keys are written on the course server: everything here is channels, named `co
 from __future__ import annotations
 
 import contextlib
+import selectors
+import socket
+import struct
 import threading
 import time
 
@@ -301,6 +306,124 @@ def run_health_check(client, interval: float, idle_for: float = 1.5) -> pd.DataF
         listener.close()
     return pd.DataFrame([{"interval": interval, "pinged": last == "ping", "last command": last,
                           "seconds until the PING": waited if last == "ping" else None}])
+
+
+class _ForgetfulRelay:
+    """A loopback TCP relay to `port` that can forget its connections, as a NAT gateway or a firewall
+    does with flows idle too long: nothing tells either end.
+
+    After `forget()`, bytes on a forgotten connection are no longer passed on: what the server
+    sends is dropped, and a client that sends anything gets a reset (RST), as such a gateway
+    answers a packet of a flow it no longer knows. New connections are relayed as usual. One
+    thread serves every socket; `close()` stops and joins it and closes every socket.
+    """
+
+    def __init__(self, port: int):
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.upstream_port = port
+        self.peers: dict[socket.socket, socket.socket] = {}
+        self.clients: set[socket.socket] = set()
+        self.forgotten: set[socket.socket] = set()
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(self.listener, selectors.EVENT_READ)
+        self.thread = threading.Thread(target=self._serve, name="forgetful-relay", daemon=True)
+        self.thread.start()
+
+    def forget(self) -> None:
+        with self.lock:
+            self.forgotten |= set(self.peers)
+
+    def _drop(self, sock: socket.socket, reset: bool = False) -> None:
+        if reset:  # close with an RST instead of a FIN
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.selector.unregister(sock)
+        self.peers.pop(sock, None)
+        sock.close()
+
+    def _serve(self) -> None:
+        while not self.stopping.is_set():
+            for ready, _ in self.selector.select(timeout=0.05):
+                sock = ready.fileobj
+                with self.lock:
+                    if sock is self.listener:
+                        client, _ = self.listener.accept()
+                        upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+                        self.peers.update({client: upstream, upstream: client})
+                        self.clients.add(client)
+                        for end in (client, upstream):
+                            self.selector.register(end, selectors.EVENT_READ)
+                        continue
+                    if sock not in self.peers:
+                        continue  # dropped earlier in this round
+                    try:
+                        data = sock.recv(65536)
+                    except OSError:
+                        data = b""
+                    if sock in self.forgotten:
+                        if sock in self.clients and data:
+                            self._drop(sock, reset=True)  # the server's end stays open: it never hears
+                        elif not data:
+                            self._drop(sock)
+                        continue
+                    if not data:
+                        peer = self.peers[sock]
+                        self._drop(sock)
+                        self._drop(peer)
+                        continue
+                    self.peers[sock].sendall(data)
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.thread.join(5)
+        for sock in list(self.peers):
+            self._drop(sock)
+        self.selector.close()
+        self.listener.close()
+
+
+def run_silent_drop(client, interval: float, window: float = 1.5) -> pd.DataFrame:
+    """A subscriber whose connection dies silently, with `health_check_interval=interval` (0: none).
+
+    The subscriber connects through `_ForgetfulRelay`. One message arrives; then the relay forgets
+    the connection. The server still counts the subscriber (PUBLISH -> 1) and the client still
+    waits: neither end was told. The subscriber reads in 50 ms slices for at most `window` s, until
+    redis-py has reconnected and subscribed again (`Subscriber.resubscribed`). With a health check,
+    the PING it sends after `interval` s of silence gets a reset, and the Retry reconnects. Then one
+    more message is published and awaited for at most 1 s.
+
+    Returns:
+        One row: interval, `PUBLISH receivers while dead`, noticed, `seconds to notice` (None if
+        not), `received after`.
+    """
+    channel = key("pubsub", "behind-a-firewall")
+    relay = _ForgetfulRelay(client.connection_pool.connection_kwargs["port"])
+    listener = redis.Redis(connection_pool=redis.ConnectionPool(**{
+        **client.connection_pool.connection_kwargs, "host": "127.0.0.1", "port": relay.port,
+        "health_check_interval": interval}))
+    try:
+        with Subscriber(listener, channels=[channel]) as subscriber:
+            client.publish(channel, "before")
+            if subscriber.get(timeout=5.0) is None:
+                raise RuntimeError("the first message did not arrive through the relay")
+            relay.forget()
+            start = time.monotonic()
+            receivers = client.publish(channel, "into the void")
+            while subscriber.resubscribed == 0 and time.monotonic() - start < window:
+                if (message := subscriber.get(timeout=0.05)) is not None:
+                    raise RuntimeError(f"a forgotten connection delivered {message}")
+            noticed = subscriber.resubscribed == 1
+            took = round(time.monotonic() - start, 2)
+            client.publish(channel, "after")
+            after = subscriber.get(timeout=1.0)
+    finally:
+        listener.close()
+        relay.close()
+    return pd.DataFrame([{"interval": interval, "PUBLISH receivers while dead": receivers, "noticed": noticed,
+                          "seconds to notice": took if noticed else None,
+                          "received after": after is not None and after.data == "after"}])
 
 
 def run_playground(client, channel: str, message: str = "hello", timeout: float = 5.0) -> pd.DataFrame:

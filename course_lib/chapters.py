@@ -53,7 +53,7 @@ CHAPTERS = [
             "and how a stream recovers it", "chapters 00-01", 40),
     Chapter("04", "streams", "Streams", "consumer groups, acknowledgements, crash recovery, dead letters and "
             "trimming", "chapters 00-01 (03 helps)", 50),
-    Chapter("05", "rate_limiting", "Rate limiting", "four limiters in Lua, the guide's racy ones failing live, an "
+    Chapter("05", "rate_limiting", "Rate limiting", "five limiters in Lua (GCRA included), the guide's racy ones failing live, an "
             "oracle, and a web app answering 429", "chapters 00-01 (08's Lua helps)", 50),
     Chapter("06", "sessions", "Sessions", "a session store with sliding expiry, log out everywhere, unguessable and "
             "rotated ids, over real HTTP", "chapters 00-01, 05's web app", 40),

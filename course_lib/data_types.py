@@ -344,7 +344,7 @@ def count_visit(client, counter: str, *visitors: str) -> bool:
     """Add `visitors` to the HyperLogLog `counter`; True when its estimate changed.
 
     Command: PFADD, O(1) per visitor, atomic. The counter never holds the visitors themselves, only
-    registers derived from their hashes: at most 12 KB per key whatever the count, with a standard
+    registers derived from their hashes: about 12 KB per key at most, whatever the count, with a standard
     error of 0.81 %. It cannot list or remove a visitor; use a set when you need that.
     """
     if not visitors:

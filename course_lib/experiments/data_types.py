@@ -476,6 +476,7 @@ def expiry_verdicts(table: pd.DataFrame) -> dict[str, bool]:
 # -- DEL vs UNLINK of a large key ----------------------------------------------------------------
 
 def _build_big_set(client, name: str, members: int, chunk: int = 10_000) -> None:
+    """A set of the integers 0..members-1 at `name`, grown by SADDs of `chunk` members (a hashtable, not an intset)."""
     client.delete(name)
     for start in range(0, members, chunk):
         client.sadd(name, *range(start, min(members, start + chunk)))
@@ -561,8 +562,10 @@ def run_bitmap_vs_set(client, users: int = 100_000, active_every: int = 3, first
         pipe.sadd(members, *ids)
         pipe.execute()
     return pd.DataFrame([
-        {"layout": "bitmap (SETBIT)", "active": client.bitcount(bitmap), "memory_bytes": client.memory_usage(bitmap, samples=0)},
-        {"layout": "set (SADD)", "active": client.scard(members), "memory_bytes": client.memory_usage(members, samples=0)},
+        {"layout": "bitmap (SETBIT)", "active": client.bitcount(bitmap),
+         "memory_bytes": client.memory_usage(bitmap, samples=0)},
+        {"layout": "set (SADD)", "active": client.scard(members),
+         "memory_bytes": client.memory_usage(members, samples=0)},
     ])
 
 

@@ -13,7 +13,8 @@ Keys written (all strings):
   `cache_aside_early` stores `{"value": ..., "delta": seconds the load took}` instead;
 - `course:caching:<name>:v<version>:<arg>...`: the same, under a versioned name (`versioned_name`);
 - `course:caching:lock:<name>:<arg>...`: a random token, the per-key loading lock of
-  `cache_aside_locked`, expiring on its own (PX) if its holder dies.
+  `cache_aside_locked` (and the reload lock of `cache_aside_early` and `cache_aside_swr`),
+  expiring on its own (PX) if its holder dies.
 
 Bulk invalidation uses `course_lib.keys.delete_prefix` (SCAN + UNLINK in batches, every primary
 of a cluster): there is deliberately no second copy of it here.

@@ -501,7 +501,8 @@ def refresh_verdicts(frame, callers=8):
     """The notebook's three verdicts on `run_refresh`."""
     lock, early, swr = (frame.loc[variant] for variant in experiments.REFRESH_VARIANTS)
     return (lock["db queries"] == 1 and lock["waited for the database"] >= callers - 1,
-            early["waited for the database"] <= lock["waited for the database"] / 2,
+            early["waited for the database"] <= early["db queries"]
+            and early["waited for the database"] < lock["waited for the database"],
             swr["db queries"] == 1 and swr["waited for the database"] <= 1)
 
 

@@ -47,6 +47,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -219,12 +220,13 @@ def start(roster_text: str, bind: str = "127.0.0.1", folder: str | os.PathLike |
 
 
 def stop(folder: str | os.PathLike | None = None) -> bool:
-    """Stop the room's server and delete its record and credentials. True if a room was recorded."""
+    """Stop the room's server and delete its record, credentials and server folder. True if a room was recorded."""
     path = room_dir(folder)
     room = load(path)
     if room is None:
         return False
     room.server().stop()  # the default user is off, so this is SIGTERM: a clean exit without a save
+    shutil.rmtree(room.dir, ignore_errors=True)  # its log, and auth.conf with the password it started with
     for name in ("room.json", "credentials.txt"):
         (path / name).unlink(missing_ok=True)
     return True

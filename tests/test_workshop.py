@@ -379,7 +379,7 @@ def test_the_workshop_command_line(tmp_path):
     finally:
         stopped = _cli("workshop", "--room-dir", room_dir, "stop")
     assert stopped.returncode == 0 and "Stopped the room" in stopped.stdout
-    assert not (tmp_path / "room" / "credentials.txt").exists()
+    assert not list((tmp_path / "room").iterdir())  # record, credentials and the server's folder (auth.conf) are gone
     bad = tmp_path / "bad.txt"
     bad.write_text("carol\ncarol\n")
     refused = _cli("workshop", "--room-dir", room_dir, "start", "--roster", str(bad))

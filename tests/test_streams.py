@@ -14,7 +14,7 @@ from course_lib.exercises.adversary import every_crash
 from course_lib.exercises import streams as checkers
 from course_lib.exercises.solutions import streams as reference
 from course_lib.experiments import streams as experiments
-from course_lib.keys import key
+from course_lib.keys import delete_prefix, key
 from course_lib.pipelines import RoundTripCounter
 from course_lib.servers import ServerError, wait_for
 
@@ -343,7 +343,7 @@ def _mail_scenario(r, handler_for):
     stream, marks = key("streams", "{mail}", "orders"), key("streams", "{mail}", "sent")
 
     def setup():
-        r.delete(stream, stream + ":dead", *r.keys(marks + ":*"))
+        delete_prefix(r, key("streams", "{mail}") + ":")
         sent.clear()
         streams.ensure_group(r, stream, "g")
         r.xadd(stream, {"order": "42"})

@@ -9,6 +9,7 @@
             Extra arguments go to JupyterLab: `python -m course_lib lab --no-browser --port 8899`.
 - `progress` exercises solved per chapter, and the next one to do (recorded by every `check()`).
 - `reset NN` chapter NN's notebook back to its committed state; your copy is kept as `mine-NN_...`.
+- `shape`   (for editors) rewrite every chapter's generated header and navigation cells; markdown only.
 - `doctor`  is this machine ready? One line per check (ok, or what to do), then a status to paste.
 - `workshop start --roster FILE [--bind ADDRESS] | status | stop | reset LEARNER`: a workshop room
             (see `course_lib.workshop`); `join <join line>` / `join --leave` on a learner's machine.
@@ -17,6 +18,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -25,7 +27,7 @@ from pathlib import Path
 
 import redis
 
-from course_lib import progress, reset, runtime
+from course_lib import chapters, progress, reset, runtime
 from course_lib.connection import CLUSTER_URL_SETTING, REDIS_URL_SETTING, redact
 from course_lib.servers import ServerError
 
@@ -90,6 +92,15 @@ def cmd_reset(args: argparse.Namespace) -> int:
     else:
         print(f"{path.name} is as committed again; your version is kept as {copy.name}. "
               "Reload it in JupyterLab (File > Reload Notebook from Disk).")
+    return 0
+
+
+def cmd_shape(args: argparse.Namespace) -> int:
+    changed = chapters.shape_all()
+    print("Shaped: " + ", ".join(changed) if changed else "Every chapter already has its shape.")
+    for chapter in chapters.CHAPTERS:
+        for problem in chapters.problems(json.loads((chapters.NOTEBOOKS / chapter.notebook).read_text()), chapter):
+            print(f"{chapter.notebook}: {problem}")
     return 0
 
 
@@ -177,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("progress", help="exercises solved per chapter, and what is next")
     reset_parser = commands.add_parser("reset", help="a chapter's notebook back to its committed state (yours is kept)")
     reset_parser.add_argument("chapter", help="the chapter's number, e.g. 05")
+    commands.add_parser("shape", help="(editors) rewrite the chapters' generated header and navigation cells")
     commands.add_parser("watch", parents=[common])
     doctor_parser = commands.add_parser("doctor", help="check this machine is ready for the course")
     doctor_parser.add_argument("--lab-port", type=int, default=8888, help="the port JupyterLab will use")
@@ -197,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_lab(args, rest)
         if args.command == "watch":
             return cmd_watch(args)
-        return {"up": cmd_up, "down": cmd_down, "status": cmd_status, "progress": cmd_progress,
+        return {"up": cmd_up, "down": cmd_down, "status": cmd_status, "progress": cmd_progress, "shape": cmd_shape,
                 "reset": cmd_reset, "doctor": cmd_doctor, "join": cmd_join}[args.command](args)
     except ServerError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -95,8 +95,8 @@ def _tagged(cell: dict, tag: str) -> bool:
     return tag in cell.get("metadata", {}).get("tags", [])
 
 
-def _markdown(text: str, tag: str | None = None) -> dict:
-    return {"cell_type": "markdown", "metadata": {"tags": [tag]} if tag else {}, "source": text.splitlines(True)}
+def _markdown(text: str, tag: str) -> dict:
+    return {"cell_type": "markdown", "id": tag, "metadata": {"tags": [tag]}, "source": text.splitlines(True)}
 
 
 def _heading(cell: dict, prefix: str) -> bool:
@@ -155,6 +155,6 @@ def shape_all(folder: Path = NOTEBOOKS) -> list[str]:
         notebook = json.loads(path.read_text())
         shaped = shape(notebook, c)
         if shaped != notebook:
-            path.write_text(json.dumps(shaped, indent=1, ensure_ascii=False) + "\n")
+            path.write_text(json.dumps(shaped, indent=1, ensure_ascii=False, sort_keys=True) + "\n")
             changed.append(c.notebook)
     return changed

@@ -2,6 +2,7 @@
 exercise; `problems` finds each kind of drift, and `shape` is idempotent and changes markdown only."""
 
 import copy
+import json
 from pathlib import Path
 
 import pytest
@@ -71,3 +72,10 @@ def test_every_chapter_has_a_notebook_and_the_table_is_in_order():
     assert sorted(p.name for p in (REPO / "notebooks").glob("[0-9][0-9]_*.ipynb")) == [c.notebook for c in CHAPTERS]
     assert chapters.navigation(CHAPTERS[0]).startswith("[Course map]")
     assert chapters.navigation(CHAPTERS[-1]).endswith("[Course map](../README.md#course-map)")
+
+
+@pytest.mark.parametrize("c", CHAPTERS, ids=lambda c: c.notebook)
+def test_every_notebook_has_the_chapter_shape(c):
+    notebook = json.loads((REPO / "notebooks" / c.notebook).read_text())
+    assert problems(notebook, c) == []
+    assert shape(notebook, c) == notebook  # `python -m course_lib shape` would change nothing

@@ -145,8 +145,9 @@ def check_ensure_group(client, solution) -> None:
 def check_ack_after_processing(client, solution) -> None:
     """Acknowledge only after the work is done
 
-    `solution(client, stream, group, consumer, handler)` reads up to 10 new entries for `consumer`
-    (XREADGROUP ... >, through `client`), waiting at most 500 ms when there is nothing new, and calls
+    `solution(client, stream, group, consumer, handler)` reads the new entries for `consumer`
+    in one XREADGROUP ... COUNT 10 ... > through `client` (so up to 10; a smaller COUNT leaves
+    entries unread), waiting at most 500 ms when there is nothing new, and calls
     `handler(fields)` for each; it acknowledges an entry only once its handler has returned, and
     never deletes one (other groups read the same stream). If a handler raises, that entry stays
     pending (held by `consumer`) and the others go on. Returns how many entries were handled, an

@@ -4,16 +4,46 @@ The embedded servers are started once per pytest session (or the external ones n
 COURSE_REDIS_URL / COURSE_CLUSTER_URL are used) and their settings are exported to os.environ
 before any notebook kernel starts, so every kernel nbval launches talks to the same servers.
 The session leases the servers; its end (or its death, via the watchdog) stops what it started.
+
+`make test` runs in parallel (pytest-xdist, `-n` in pyproject.toml): most tests wait on servers
+(failovers, expiries, fsyncs) rather than compute, so workers overlap well even on 2 cores. Each
+worker leases a stack of its own, in `<runtime folder>-<worker>`, because tests start by deleting
+`course:` keys and read server-wide statistics; a notebook's cells, and each test file with
+module-level set-up, stay on one worker (an xdist group). External servers are one shared stack,
+so with them the suite must run serially (`-n 0`), which the compose configuration does.
 """
 
 import os
 import shutil
 import tempfile
 
+import pytest
+
 from course_lib import runtime
 from course_lib.connection import CLUSTER_URL_SETTING, REDIS_URL_SETTING
 from course_lib.progress import PROGRESS_FILE_SETTING
 from course_lib.workshop import WORKSHOP_URL_SETTING
+
+
+# Test files whose tests may run on different workers: no module-level set-up, and each test cleans up
+# after itself. Every other file (and every notebook) runs on one worker, in order.
+SPLIT = {"test_cluster.py", "test_caching.py", "test_transactions.py", "test_rate_limiting.py", "test_streams.py",
+         "test_pubsub.py", "test_data_types.py", "test_persistence.py", "test_pipelines.py", "test_sessions.py",
+         "test_webapp.py", "test_adversary.py"}
+
+
+def _worker(config) -> str | None:
+    return getattr(config, "workerinput", {}).get("workerid")
+
+
+def _parallel_controller(config) -> bool:
+    return _worker(config) is None and bool(getattr(config.option, "numprocesses", None))
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.name not in SPLIT:
+            item.add_marker(pytest.mark.xdist_group(item.path.name))
 
 
 def pytest_sessionstart(session):
@@ -22,9 +52,16 @@ def pytest_sessionstart(session):
     os.environ[PROGRESS_FILE_SETTING] = os.path.join(session.config.progress_folder, "progress.json")
     # Nor do they report to a workshop room this machine has joined (a test that wants a room sets its own).
     os.environ.setdefault(WORKSHOP_URL_SETTING, "off")
-    if all(os.environ.get(name) for name in (REDIS_URL_SETTING, CLUSTER_URL_SETTING)):
-        session.config.course_stack = None
+    external = all(os.environ.get(name) for name in (REDIS_URL_SETTING, CLUSTER_URL_SETTING))
+    session.config.course_stack = None
+    if _parallel_controller(session.config):
+        if external:
+            raise pytest.UsageError("external servers are one stack shared by every worker: run serially (-n 0)")
+        return  # it only hands out tests; each worker starts its own servers
+    if external:
         return
+    if _worker(session.config):
+        os.environ[runtime.RUNTIME_DIR_SETTING] = f"{runtime.runtime_dir()}-{_worker(session.config)}"
     stack = runtime.up(owner=os.getpid())
     session.config.course_stack = stack
     for name, value in stack.settings().items():
@@ -33,6 +70,8 @@ def pytest_sessionstart(session):
 
 def pytest_report_header(config):
     stack = getattr(config, "course_stack", None)
+    if _parallel_controller(config):
+        return "course servers: one embedded stack per worker, in <runtime folder>-<worker>"
     if stack is None:
         return f"course servers: external ({os.environ[REDIS_URL_SETTING]}, cluster {os.environ[CLUSTER_URL_SETTING]})"
     return f"course servers: embedded {stack.engine} ({stack.binary}), runtime {stack.folder}"

@@ -284,13 +284,14 @@ def address_identity(address: str) -> str:
     connection by privacy extensions), so a limit per IPv6 address is no limit: every request can
     come from a new one. Grouping by /64 counts one subscriber once. An IPv4-mapped IPv6 address
     (`::ffff:203.0.113.7`, what a dual-stack socket reports for an IPv4 client) is the IPv4 address.
-    An IPv6 zone (`fe80::1%eth0`) is dropped. Pure Python, no Redis command.
+    An IPv6 zone (`fe80::1%eth0`) is dropped. Pure Python, no Redis command. Identities look like
+    `"ip:203.0.113.7"` for an IPv4 client and `"ip:2001:db8:1:2::/64"` for any client in that /64.
 
     Args:
         address: the client's address, as `request.remote_addr` gives it.
 
     Returns:
-        `"ip:203.0.113.7"` or `"ip:2001:db8:1:2::/64"`: no spaces, safe inside a key.
+        The identity, with no spaces so it is safe inside a key (examples above).
 
     Raises:
         ValueError: not an IP address.

@@ -45,6 +45,9 @@ autodoc_member_order = "bysource"
 autodoc_typehints = "description"
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
+# Attributes as fields of their class: autodoc already documents a NamedTuple's fields, and a second
+# description of each would be a duplicate-object warning.
+napoleon_use_ivar = True
 
 html_theme = "furo"
 html_title = "Redis in Practice"

@@ -218,9 +218,10 @@ say "stack up and healthy in $(since "$started")s"
 
 started=$(now)
 args=$(printf '%q ' "$@")
-say "make test ARGS=\"$args\" against the composed servers"
+# -n 0: serially, since every test worker would share the one composed stack (see conftest.py).
+say "make test ARGS=\"-n 0 $args\" against the composed servers"
 COURSE_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0 COURSE_CLUSTER_URL=redis://127.0.0.1:7001 \
-    make test ARGS="$args"
+    make test ARGS="-n 0 $args"
 say "tests passed in $(since "$started")s"
 down
 

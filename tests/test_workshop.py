@@ -488,7 +488,7 @@ def test_the_progress_command(room):
 
 def test_the_instructor_notebook_passes_strict_nbval():
     """workshop/instructor.ipynb is kept out of notebooks/ (the learners' sequence and the site), so it is run here."""
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "workshop/instructor.ipynb"],
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "0", "workshop/instructor.ipynb"],
                             capture_output=True, text=True, timeout=300, cwd=REPO)
     assert result.returncode == 0, result.stdout[-3000:]
     assert " passed" in result.stdout.splitlines()[-1]

@@ -8,7 +8,7 @@
 - `run_keys_vs_scan`: PING latency another client sees while KEYS, or SCAN, walks a large keyspace;
 - `run_eviction`: the same workload on servers limited by `maxmemory`, one per eviction policy;
 - `run_lru_samples`: how close approximated LRU comes to true LRU with 1, 5, 10 `maxmemory-samples`;
-- `run_lfu_counters`: OBJECT FREQ after 100 .. 10,000 reads, for several `lfu-log-factor`s;
+- `run_lfu_counters`: OBJECT FREQ after 100 .. 10,000 reads, for several values of `lfu-log-factor`;
 - `run_refresh`: callers reading a hot key across its expiry: lock vs early refresh vs stale-while-revalidate;
 - `run_deploy`: a deploy that changes the cached shape, with and without a new key version;
 - `workload_widget`: the lab, sliders over TTL, skew, policy and request count.

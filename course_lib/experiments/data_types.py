@@ -588,7 +588,7 @@ def run_unique_visitors(client, days: int = 7, daily: int = 20_000, pool: int = 
     that counts a returning visitor again); PFMERGE stores the week's counter. Memory: MEMORY
     USAGE (SAMPLES 0) of the set against the merged counter.
 
-    Returns rows: method, unique, memory_bytes; `attrs["error"]` is |estimate - exact| / exact.
+    Returns rows: method, unique, memory_bytes; `attrs["error"]` is abs(estimate - exact) / exact.
     """
     if combine not in ("union", "sum"):
         raise ValueError(f"combine must be 'union' or 'sum', got {combine!r}")

@@ -516,7 +516,7 @@ def run_gcra(client, limit: int = 7, window: float = 10.0, requests: int = 300, 
             that shows the model comparison can fail.
 
     Returns one row per trace: trace, requests, allowed (by the course's GCRA), same_as_model
-    (allow/deny decisions equal to the model's), same_as_token_bucket (whole `Decision`s equal:
+    (allow/deny decisions equal to the model's), same_as_token_bucket (whole `Decision` tuples equal:
     allowed, remaining, retry_after and reset_after).
     """
     _forget(client, "{gcra:")

@@ -8,8 +8,8 @@ The session leases the servers; its end (or its death, via the watchdog) stops w
 `make test` runs in parallel (pytest-xdist, `-n` in pyproject.toml): most tests wait on servers
 (failovers, expiries, fsyncs) rather than compute, so workers overlap well even on 2 cores. Each
 worker leases a stack of its own, in `<runtime folder>-<worker>`, because tests start by deleting
-`course:` keys and read server-wide statistics; a notebook's cells, and each test file with
-module-level set-up, stay on one worker (an xdist group). External servers are one shared stack,
+`course:` keys and read server-wide statistics; each file (a notebook's cells, a test module's
+module-level set-up) stays on one worker (`--dist loadfile`). External servers are one shared stack,
 so with them the suite must run serially (`-n 0`), which the compose configuration does.
 """
 
@@ -25,25 +25,12 @@ from course_lib.progress import PROGRESS_FILE_SETTING
 from course_lib.workshop import WORKSHOP_URL_SETTING
 
 
-# Test files whose tests may run on different workers: no module-level set-up, and each test cleans up
-# after itself. Every other file (and every notebook) runs on one worker, in order.
-SPLIT = {"test_cluster.py", "test_caching.py", "test_transactions.py", "test_rate_limiting.py", "test_streams.py",
-         "test_pubsub.py", "test_data_types.py", "test_persistence.py", "test_pipelines.py", "test_sessions.py",
-         "test_webapp.py", "test_adversary.py"}
-
-
 def _worker(config) -> str | None:
     return getattr(config, "workerinput", {}).get("workerid")
 
 
 def _parallel_controller(config) -> bool:
     return _worker(config) is None and bool(getattr(config.option, "numprocesses", None))
-
-
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if item.path.name not in SPLIT:
-            item.add_marker(pytest.mark.xdist_group(item.path.name))
 
 
 def pytest_sessionstart(session):

@@ -27,6 +27,7 @@ from typing import Callable
 
 import redis
 
+from course_lib.runtime import nodes_know_each_other
 from course_lib.servers import Server, ServerBinary, answers_as, server_args, wait_for
 
 SLOTS = 16384
@@ -228,16 +229,7 @@ def join(members: list[Server], new: Server, timeout: float = 15.0) -> None:
     with members[0].client() as client:
         client.execute_command("CLUSTER MEET", "127.0.0.1", new.port, new.bus_port)
     everyone = [*members, new]
-
-    def all_known() -> bool:
-        for node in everyone:
-            with node.client() as client:
-                known = client.cluster("nodes").values()
-            if len(known) != len(everyone) or any("handshake" in entry["flags"] for entry in known):
-                return False
-        return True
-
-    wait_for(all_known, timeout, f"every node to know the new node on port {new.port}")
+    wait_for(lambda: nodes_know_each_other(everyone), timeout, f"every node to know the new node on port {new.port}")
     # A new node answers CLUSTERDOWN (even to MIGRATE) until it has learnt who owns every slot.
     wait_for(lambda: cluster_state(new) == "ok", timeout, f"the new node on port {new.port} to report cluster_state ok")
 

@@ -197,6 +197,16 @@ def client_slots(node: Server) -> list[list[int]]:
     return [[address[1] for address in entry[2:]] for entry in reply]
 
 
+def nodes_know_each_other(nodes: list[Server]) -> bool:
+    """Every node lists every node, and none is still in a handshake: the MEETs have all landed."""
+    for node in nodes:
+        with node.client() as client:
+            known = client.cluster("nodes").values()
+        if len(known) != len(nodes) or any("handshake" in entry["flags"] for entry in known):
+            return False
+    return True
+
+
 def form_cluster(nodes: list[Server], timeout: float = CLUSTER_READY_TIMEOUT) -> None:
     """Join fresh cluster-enabled nodes into PRIMARIES primaries, each with one replica.
 
@@ -216,15 +226,7 @@ def form_cluster(nodes: list[Server], timeout: float = CLUSTER_READY_TIMEOUT) ->
             for other in nodes[index + 1:]:
                 client.execute_command("CLUSTER MEET", "127.0.0.1", other.port, other.bus_port)
 
-    def everyone_known() -> bool:
-        for node in nodes:
-            with node.client() as client:
-                known = client.cluster("nodes").values()
-            if len(known) != len(nodes) or any("handshake" in entry["flags"] for entry in known):
-                return False
-        return True
-
-    wait_for(everyone_known, timeout, "the cluster nodes to meet each other")
+    wait_for(lambda: nodes_know_each_other(nodes), timeout, "the cluster nodes to meet each other")
     for primary, replica in zip(primaries, replicas):
         with primary.client() as client:
             primary_id = client.execute_command("CLUSTER MYID")

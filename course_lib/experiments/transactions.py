@@ -237,6 +237,7 @@ def run_restart(save: bool = True, binary: ServerBinary | None = None) -> pd.Dat
         sha = lua.register(client, "transactions_transfer").sha
         before = {"moment": "before restart", **_what_the_server_has(client, sha, alice, bob)}
         restart(server, binary, save)
+        client.connection_pool.disconnect()  # its connection died with the old process: open a new one
         after = {"moment": "after restart" if save else "after restart, not saved",
                  **_what_the_server_has(client, sha, alice, bob)}
     frame = pd.DataFrame([before, after], dtype=object)  # object: a missing total stays None, not NaN

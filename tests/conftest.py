@@ -4,6 +4,13 @@ import pytest
 
 from course_lib.connection import connect, connect_cluster
 from course_lib.keys import PREFIX, delete_prefix
+from course_lib.progress import PROGRESS_FILE_SETTING
+
+
+@pytest.fixture(autouse=True)
+def own_progress_file(tmp_path, monkeypatch):
+    """check() records progress: a test's records go to a file of its own, never to the session's (notebook 00 prints it)."""
+    monkeypatch.setenv(PROGRESS_FILE_SETTING, str(tmp_path / "progress.json"))
 
 
 @pytest.fixture

@@ -407,7 +407,6 @@ def test_join_checks_the_line_and_keeps_it_owner_only(room, tmp_path):
 # --- the progress board --------------------------------------------------------------------------
 
 from course_lib.exercises import check  # noqa: E402
-from course_lib.progress import PROGRESS_FILE_SETTING  # noqa: E402
 from course_lib.exercises.data_types import check_top_scores  # noqa: E402
 from course_lib.exercises.solutions.data_types import top_scores  # noqa: E402
 
@@ -416,9 +415,7 @@ def _unsolved(client, board, n):
     raise NotImplementedError
 
 
-def test_check_reports_to_the_board_and_prints_the_same(room, monkeypatch, capsys, tmp_path):
-    # check() also records progress: into this test's own file, not the session's (notebook 00 prints that one)
-    monkeypatch.setenv(PROGRESS_FILE_SETTING, str(tmp_path / "progress.json"))
+def test_check_reports_to_the_board_and_prints_the_same(room, monkeypatch, capsys):
     check(check_top_scores, top_scores)
     alone = capsys.readouterr().out
     board = workshop.Board(room)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from typing import Callable
@@ -17,6 +18,24 @@ def latencies(operation: Callable[[], object], samples: int, warmup: int = 10) -
         operation()
         result.append(time.perf_counter() - start)
     return result
+
+
+def take_turns(operations: dict[str, Callable[[], object]], rounds: int, calls: int = 1,
+               warmup: int = 1) -> dict[str, float]:
+    """Time `operations` in turn, `rounds` times `calls` calls each; each one's quickest turn, in seconds per call.
+
+    Taking turns spreads a moment of load from another program over every operation alike, and
+    the quickest turn (its median call) is what an operation costs when the machine lets it run:
+    a comparison of those survives a noisy neighbour (a parallel test run, say) that a median over
+    every call may not. Each operation is first called `warmup` times, untimed.
+    """
+    for operation in operations.values():
+        latencies(operation, samples=0, warmup=warmup)
+    quickest = {name: math.inf for name in operations}
+    for _ in range(rounds):
+        for name, operation in operations.items():
+            quickest[name] = min(quickest[name], statistics.median(latencies(operation, calls, warmup=0)))
+    return quickest
 
 
 def percentile(values: list[float], p: float) -> float:

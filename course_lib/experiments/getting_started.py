@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import statistics
 
 import pandas as pd
 
-from course_lib.measure import latencies
+from course_lib.measure import take_turns
 
 
 def _pipelined_pings(client, commands: int) -> None:
@@ -24,18 +23,15 @@ def run_ping_round_trips(client, commands: int = 100, rounds: int = 30) -> pd.Da
     spreads a moment of load from another program over both ways alike.
 
     Returns one row per way, indexed by way ("one per round trip", "<commands> per round trip"):
-    round_trips, per_command_us (median over the rounds), vs_batched (per_command_us divided by the
+    round_trips, per_command_us (of its quickest turn, see `measure.take_turns`), vs_batched (per_command_us divided by the
     batched way's).
     """
     ways = {
         "one per round trip": (commands, lambda: [client.ping() for _ in range(commands)]),
         f"{commands} per round trip": (1, lambda: _pipelined_pings(client, commands)),
     }
-    times: dict[str, list[float]] = {way: [] for way in ways}
-    for _ in range(rounds):
-        for way, (_, run) in ways.items():
-            times[way] += latencies(run, samples=1, warmup=1)
-    per_command = {way: statistics.median(times[way]) / commands * 1e6 for way in ways}
+    quickest = take_turns({way: run for way, (_, run) in ways.items()}, rounds)
+    per_command = {way: quickest[way] / commands * 1e6 for way in ways}
     batched = per_command[f"{commands} per round trip"]
     return pd.DataFrame([{"way": way, "round_trips": trips, "per_command_us": round(per_command[way], 2),
                           "vs_batched": round(per_command[way] / batched, 1)}

@@ -19,7 +19,7 @@ import pandas as pd
 
 from course_lib.concurrency import run_together
 from course_lib.keys import delete_prefix, key
-from course_lib.measure import latencies
+from course_lib.measure import latencies, take_turns
 from course_lib.pipelines import (RoundTripCounter, async_client, get_concurrently, get_pipelined,
                                   run_coroutine)
 from course_lib.servers import wait_for
@@ -54,7 +54,8 @@ def run_round_trips(client, commands: int = 100, rounds: int = 20, pipeline_size
 
     `pipeline_size` caps the commands per pipeline in the two pipelined ways (None: all in one);
     a size of 1 is "pipelining" that saves no round trip, the setting that shows the verdict fail.
-    Returns one row per way: method, round_trips, median_ms (for all `commands`), per_op_us, ops_per_s.
+    Returns one row per way: method, round_trips, median_ms (for all `commands`, its quickest turn: see
+    `measure.take_turns`), per_op_us, ops_per_s.
     """
     names = _bench_keys(commands)
     trips = -(-commands // (pipeline_size or commands))
@@ -63,14 +64,11 @@ def run_round_trips(client, commands: int = 100, rounds: int = 20, pipeline_size
         "pipeline(transaction=False)": (trips, lambda: _set_pipelined(client, names, False, pipeline_size)),
         "pipeline() (MULTI/EXEC)": (trips, lambda: _set_pipelined(client, names, True, pipeline_size)),
     }
-    times: dict[str, list[float]] = {way: [] for way in ways}
-    for _ in range(rounds):
-        for way, (_, run) in ways.items():
-            times[way] += latencies(run, samples=1, warmup=0)
+    quickest = take_turns({way: run for way, (_, run) in ways.items()}, rounds, warmup=0)
     client.delete(*names)
     rows = []
     for way, (round_trips, _) in ways.items():
-        median = statistics.median(times[way])
+        median = quickest[way]
         rows.append({"method": way, "round_trips": round_trips, "median_ms": round(median * 1000, 3),
                      "per_op_us": round(median / commands * 1e6, 2), "ops_per_s": round(commands / median)})
     return pd.DataFrame(rows)

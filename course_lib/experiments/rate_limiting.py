@@ -25,7 +25,7 @@ import pandas as pd
 
 from course_lib.concurrency import run_together
 from course_lib.keys import delete_prefix, key
-from course_lib.measure import latencies
+from course_lib.measure import latencies, take_turns
 from course_lib.rate_limiting import GCRA, STRATEGIES, TokenBucket, guide_fixed_window, guide_sliding_window
 
 CHAPTER = "rate_limiting"
@@ -85,8 +85,8 @@ def run_speed(client, samples: int = 2000, rounds: int = 10) -> pd.DataFrame:
     window then always makes its four round trips), real clock. The contenders take turns, `rounds`
     times `samples / rounds` calls each, so a burst of load on a shared machine hits them all alike.
 
-    Returns rows: contender, round_trips, median_us, decisions_per_s (one over the median: the
-    rate one caller reaches; medians, because a shared machine adds outliers to any mean).
+    Returns rows: contender, round_trips, median_us (of each contender's quickest turn, see
+    `measure.take_turns`), decisions_per_s (one over it: the rate one caller reaches).
     """
     _forget(client, "{speed:", "guide:fixed:speed:", "guide:sliding:speed")
     huge = 10**9
@@ -96,14 +96,12 @@ def run_speed(client, samples: int = 2000, rounds: int = 10) -> pd.DataFrame:
         contenders[name] = (1, lambda limiter=limiter: limiter.hit("client"))
     contenders["guide fixed window"] = (1, lambda: guide_fixed_window(client, "speed", huge, 60))
     contenders[GUIDE_SLIDING] = (4, lambda: guide_sliding_window(client, "speed", huge, 60))
-    times: dict[str, list[float]] = {contender: [] for contender in contenders}
-    for _ in range(rounds):
-        for contender, (_, operation) in contenders.items():
-            times[contender] += latencies(operation, max(1, samples // rounds), warmup=5)
+    quickest = take_turns({contender: operation for contender, (_, operation) in contenders.items()}, rounds,
+                          calls=max(1, samples // rounds), warmup=5)
     _forget(client, "{speed:", "guide:fixed:speed:", "guide:sliding:speed")
     rows = []
     for contender, (round_trips, _) in contenders.items():
-        median = statistics.median(times[contender])
+        median = quickest[contender]
         rows.append({"contender": contender, "round_trips": round_trips,
                      "median_us": round(median * 1e6, 1), "decisions_per_s": round(1 / median)})
     return pd.DataFrame(rows)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import json
-import statistics
 from typing import Callable
 
 import pandas as pd
@@ -19,7 +18,7 @@ import pandas as pd
 from course_lib.concurrency import run_together
 from course_lib.exercises.adversary import Adversary
 from course_lib.keys import key
-from course_lib.measure import latencies
+from course_lib.measure import take_turns
 from course_lib.pipelines import RoundTripCounter
 from course_lib.sessions import (SessionStore, guide_create_session, guide_destroy_session, guide_extend_session,
                                  guide_get_session, load_json_session, save_json_session)
@@ -115,7 +114,8 @@ def run_read_cost(client, samples: int = 1000, rounds: int = 10, extra_round_tri
         extra_round_trip: reads to slow down with a plausible regression: a PING before each (one
             more round trip, e.g. an existence check first). For the verdict's degraded-setting test.
 
-    Returns rows: read, round_trips (counted once, client side), median_us.
+    Returns rows: read, round_trips (counted once, client side), median_us (of its quickest turn, see
+    `measure.take_turns`).
     """
     store = SessionStore(client)
     guide_id = guide_create_session(client, "speed", {"cart": ["tea"]})
@@ -149,15 +149,12 @@ def run_read_cost(client, samples: int = 1000, rounds: int = 10, extra_round_tri
         reads(counter.client)[name]()
         trips[name] = counter.round_trips
         counter.close()
-    times: dict[str, list[float]] = {name: [] for name in trips}
-    for _ in range(rounds):
-        for name, read in reads(client).items():
-            times[name] += latencies(read, max(1, samples // rounds), warmup=5)
+    quickest = take_turns(reads(client), rounds, calls=max(1, samples // rounds), warmup=5)
     guide_destroy_session(client, guide_id)
     client.delete(json_key)
     store.destroy_all("speed")
     return pd.DataFrame([{"read": name, "round_trips": trips[name],
-                          "median_us": round(statistics.median(times[name]) * 1e6, 1)} for name in trips])
+                          "median_us": round(quickest[name] * 1e6, 1)} for name in trips])
 
 
 def faster_by(cost: pd.DataFrame, fast: str, slow: str, factor: float) -> bool:

@@ -20,9 +20,8 @@ import tempfile
 import pytest
 
 from course_lib import runtime
-from course_lib.connection import CLUSTER_URL_SETTING, REDIS_URL_SETTING
-from course_lib.progress import PROGRESS_FILE_SETTING
-from course_lib.workshop import WORKSHOP_URL_SETTING
+from course_lib.settings import (CLUSTER_URL_SETTING, PROGRESS_FILE_SETTING, REDIS_URL_SETTING, RUNTIME_DIR_SETTING,
+                                 WORKSHOP_URL_SETTING)
 
 
 def _worker(config) -> str | None:
@@ -48,7 +47,7 @@ def pytest_sessionstart(session):
     if external:
         return
     if _worker(session.config):
-        os.environ[runtime.RUNTIME_DIR_SETTING] = f"{runtime.runtime_dir()}-{_worker(session.config)}"
+        os.environ[RUNTIME_DIR_SETTING] = f"{runtime.runtime_dir()}-{_worker(session.config)}"
     stack = runtime.up(owner=os.getpid())
     session.config.course_stack = stack
     for name, value in stack.settings().items():

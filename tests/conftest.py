@@ -4,7 +4,7 @@ import pytest
 
 from course_lib.connection import connect, connect_cluster
 from course_lib.keys import PREFIX, delete_prefix
-from course_lib.progress import PROGRESS_FILE_SETTING
+from course_lib.settings import PROGRESS_FILE_SETTING
 
 
 @pytest.fixture(autouse=True)

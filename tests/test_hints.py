@@ -3,7 +3,7 @@ code; the solution is shown once the exercise passed, or on explicit confirmatio
 
 import pytest
 
-from course_lib import progress
+from course_lib import progress, settings
 from course_lib.exercises.hints import HINTS, SOLUTIONS, hint, show_solution, solution
 from course_lib.exercises.transactions import check_deduct
 from course_lib.exercises.solutions.transactions import deduct
@@ -31,7 +31,7 @@ def test_hint_prints_the_level_asked_for(capsys):
 
 
 def test_the_solution_waits_for_a_pass_or_a_confirmation(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv(progress.PROGRESS_FILE_SETTING, str(tmp_path / "progress.json"))
+    monkeypatch.setenv(settings.PROGRESS_FILE_SETTING, str(tmp_path / "progress.json"))
     assert show_solution(check_deduct) is None
     assert "has not passed yet" in capsys.readouterr().out
     assert "def deduct(" in show_solution(check_deduct, confirm=True).data

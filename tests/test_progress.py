@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from course_lib import progress
+from course_lib import progress, settings
 from course_lib.exercises import check
 from course_lib.exercises.transactions import check_deduct, check_transfer
 
@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.fixture
 def progress_file(tmp_path, monkeypatch):
     path = tmp_path / "progress.json"
-    monkeypatch.setenv(progress.PROGRESS_FILE_SETTING, str(path))
+    monkeypatch.setenv(settings.PROGRESS_FILE_SETTING, str(path))
     return path
 
 

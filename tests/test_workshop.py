@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from course_lib import runtime
-from course_lib.connection import CLUSTER_URL_SETTING, REDIS_URL_SETTING, connect, connect_cluster
+from course_lib import runtime, settings
+from course_lib.connection import connect, connect_cluster
+from course_lib.settings import CLUSTER_URL_SETTING, REDIS_URL_SETTING
 from course_lib.servers import AUTH_FILE, pid_alive, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
@@ -32,15 +33,15 @@ def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 def locked_stack(tmp_path_factory):
     """A stack started with COURSE_REQUIRE_PASSWORD=1, kept until the module's tests are done."""
     path = tmp_path_factory.mktemp("locked") / "runtime"
-    previous = os.environ.get(runtime.PASSWORD_SETTING)
-    os.environ[runtime.PASSWORD_SETTING] = "1"
+    previous = os.environ.get(settings.PASSWORD_SETTING)
+    os.environ[settings.PASSWORD_SETTING] = "1"
     try:
         stack = runtime.up(path)
     finally:
         if previous is None:
-            del os.environ[runtime.PASSWORD_SETTING]
+            del os.environ[settings.PASSWORD_SETTING]
         else:
-            os.environ[runtime.PASSWORD_SETTING] = previous
+            os.environ[settings.PASSWORD_SETTING] = previous
     yield stack
     runtime.down(path)
 
@@ -96,7 +97,7 @@ def test_the_cli_works_and_never_prints_the_password(locked_stack):
 def test_a_replaced_server_keeps_the_password(locked_stack, monkeypatch):
     monkeypatch.setenv(REDIS_URL_SETTING, locked_stack.redis_url)
     monkeypatch.setenv(CLUSTER_URL_SETTING, locked_stack.cluster_url)
-    monkeypatch.setenv(runtime.RUNTIME_DIR_SETTING, str(locked_stack.folder))
+    monkeypatch.setenv(settings.RUNTIME_DIR_SETTING, str(locked_stack.folder))
     os.kill(locked_stack.standalone.pid, 9)
     wait_for(lambda: not pid_alive(locked_stack.standalone.pid), 10, "the killed server to exit")
     with connect() as client:  # connect() replaces the dead embedded server on the same port
@@ -109,7 +110,7 @@ def test_a_replaced_server_keeps_the_password(locked_stack, monkeypatch):
 
 
 def test_the_watchdog_stops_a_password_stack(tmp_path, monkeypatch):
-    monkeypatch.setenv(runtime.PASSWORD_SETTING, "1")
+    monkeypatch.setenv(settings.PASSWORD_SETTING, "1")
     owner = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
     try:
         stack = runtime.up(tmp_path / "runtime", owner=owner.pid)
@@ -126,7 +127,7 @@ def test_the_watchdog_stops_a_password_stack(tmp_path, monkeypatch):
 
 
 def test_without_the_setting_no_password_is_required(tmp_path, monkeypatch):
-    monkeypatch.delenv(runtime.PASSWORD_SETTING, raising=False)
+    monkeypatch.delenv(settings.PASSWORD_SETTING, raising=False)
     from course_lib.servers import find_binary, scratch_server
 
     with scratch_server(binary=find_binary()) as server:
@@ -389,7 +390,7 @@ def test_the_workshop_command_line(tmp_path):
 # --- joining a room ------------------------------------------------------------------------------
 
 def test_join_checks_the_line_and_keeps_it_owner_only(room, tmp_path):
-    env = {runtime.RUNTIME_DIR_SETTING: str(tmp_path / "runtime")}
+    env = {settings.RUNTIME_DIR_SETTING: str(tmp_path / "runtime")}
     joined = _cli("join", room.join_line("alice"), env=env)
     assert joined.returncode == 0, joined.stderr
     assert f"as alice" in joined.stdout
@@ -420,7 +421,7 @@ def test_check_reports_to_the_board_and_prints_the_same(room, monkeypatch, capsy
     alone = capsys.readouterr().out
     board = workshop.Board(room)
     board.poll()
-    monkeypatch.setenv(workshop.WORKSHOP_URL_SETTING, room.join_line("alice"))
+    monkeypatch.setenv(settings.WORKSHOP_URL_SETTING, room.join_line("alice"))
     check(check_top_scores, top_scores)
     assert capsys.readouterr().out == alone
     check(check_top_scores, _unsolved)
@@ -440,18 +441,18 @@ def test_reporting_is_bounded_and_silent_when_the_room_is_gone(room, monkeypatch
     import time
 
     nowhere = room.join_line("alice").replace(f":{room.port}/", f":{free_port()}/")
-    monkeypatch.setenv(workshop.WORKSHOP_URL_SETTING, nowhere)
+    monkeypatch.setenv(settings.WORKSHOP_URL_SETTING, nowhere)
     started = time.perf_counter()
     assert workshop.report("data_types.check_top_scores", "passed") is False
     assert time.perf_counter() - started < 2 * workshop.REPORT_TIMEOUT + 1
-    monkeypatch.setenv(workshop.WORKSHOP_URL_SETTING, "not a join line")
+    monkeypatch.setenv(settings.WORKSHOP_URL_SETTING, "not a join line")
     check(check_top_scores, top_scores)
     assert capsys.readouterr().out.startswith("[PASS]")
     # Not joined, and a runtime folder that cannot be made (a file is in the way): still silent.
-    monkeypatch.delenv(workshop.WORKSHOP_URL_SETTING)
+    monkeypatch.delenv(settings.WORKSHOP_URL_SETTING)
     blocker = Path(room.dir).parent / "a-file"
     blocker.write_text("")
-    monkeypatch.setenv(runtime.RUNTIME_DIR_SETTING, str(blocker / "runtime"))
+    monkeypatch.setenv(settings.RUNTIME_DIR_SETTING, str(blocker / "runtime"))
     assert workshop.report("data_types.check_top_scores", "passed") is False
     check(check_top_scores, top_scores)
     assert capsys.readouterr().out.startswith("[PASS]")

@@ -541,8 +541,10 @@ def notebook_r():
 
 
 def failed_with(check, solution, phrase):
+    """Fails with `phrase` in its hint (or with one of several, where the first property to break depends on timing)."""
     outcome = evaluate(check, notebook_r(), solution)
-    assert outcome.status == "failed" and phrase in outcome.hint, outcome.hint
+    phrases = phrase if isinstance(phrase, tuple) else (phrase,)
+    assert outcome.status == "failed" and any(p in outcome.hint for p in phrases), outcome.hint
 
 
 def test_reference_solutions_pass_and_stubs_are_not_solved_yet(r):
@@ -896,7 +898,9 @@ def lock_elsewhere(client, cache_key, load):
     (locked(take_px, release_with_del), "deleted that app server's lock"),
     (locked(take_px, release_get_then_del), "right after your GET on the lock"),
     (locked(take_px, never_release), "release the lock"),
-    (locked(take_px, release_own, recheck=False), "look at the cache again"),
+    # Without the second look, 4 processes arriving apart (a loaded machine) load twice before the
+    # deterministic check that names the mistake runs; both hints are about the same mistake.
+    (locked(take_px, release_own, recheck=False), ("look at the cache again", "ran the query 2 times")),
     (locked(take_px, release_own, store_ttl=None), "the cached report has no expiry"),
     (locked(take_px, release_own, wait=None), "Bound every wait"),
     (locked(take_px, release_own, on_timeout=lambda c, lock: c.delete(lock)), "only the lock's owner may release it"),

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from course_lib import settings, workshop
-from course_lib.settings import CLUSTER_URL_SETTING, REDIS_URL_SETTING
+from course_lib import workshop
 from course_lib.servers import find_binary, free_port
+from course_lib.settings import CLUSTER_URL_SETTING, REDIS_URL_SETTING, WORKSHOP_URL_SETTING
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 def doctor(*args: str, env: dict | None = None, embedded: bool = False) -> tuple[int, list[str]]:
     """Run the doctor; `embedded` drops the session's server URLs so it starts servers of its own."""
     settings = dict(os.environ)
-    settings.pop(settings.WORKSHOP_URL_SETTING, None)
+    settings.pop(WORKSHOP_URL_SETTING, None)
     if embedded:
         for name in (REDIS_URL_SETTING, CLUSTER_URL_SETTING):
             settings.pop(name, None)
@@ -46,7 +46,7 @@ def room(tmp_path_factory):
 
 
 def test_a_ready_machine_starts_servers_and_reaches_its_room(room, tmp_path):
-    code, lines = doctor(embedded=True, env={settings.WORKSHOP_URL_SETTING: room.join_line("alice"),
+    code, lines = doctor(embedded=True, env={WORKSHOP_URL_SETTING: room.join_line("alice"),
                                              "COURSE_RUNTIME_DIR": str(tmp_path)})
     assert code == 0, lines
     assert all(line.startswith("ok") for line in lines[:-1]), lines
@@ -78,7 +78,7 @@ def test_a_taken_lab_port():
 
 def test_a_wrong_room_password(room):
     wrong = room.join_line("alice").replace(room.learners["alice"]["password"], "not-the-password")
-    code, lines = doctor(env={settings.WORKSHOP_URL_SETTING: wrong})
+    code, lines = doctor(env={WORKSHOP_URL_SETTING: wrong})
     assert code == 1
     assert "refused alice's password" in failed_line(lines, "room")
     assert lines[-1] == "doctor: NOT READY - failed: room"
@@ -86,7 +86,7 @@ def test_a_wrong_room_password(room):
 
 def test_an_unreachable_room(room):
     nowhere = room.join_line("alice").replace(f":{room.port}/", f":{free_port()}/")
-    code, lines = doctor(env={settings.WORKSHOP_URL_SETTING: nowhere})
+    code, lines = doctor(env={WORKSHOP_URL_SETTING: nowhere})
     assert code == 1
     assert "cannot reach the room" in failed_line(lines, "room")
     assert lines[-1] == "doctor: NOT READY - failed: room"
@@ -99,6 +99,6 @@ def test_unreachable_configured_servers():
 
 
 def test_a_garbled_join_line():
-    code, lines = doctor(env={settings.WORKSHOP_URL_SETTING: "alice@somewhere"})
+    code, lines = doctor(env={WORKSHOP_URL_SETTING: "alice@somewhere"})
     assert code == 1
     assert "a join line looks like" in failed_line(lines, "room")

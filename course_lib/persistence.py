@@ -39,7 +39,7 @@ import redis
 
 from course_lib.keys import key
 from course_lib.servers import (Server, ServerBinary, ServerError, find_binary, free_port, is_our_server, pid_alive,
-                                scratch_server, server_args, wait_for)
+                                port_is_free, scratch_server, server_args, wait_for)
 
 COUNTER = key("persistence", "counter")
 POLICIES = ("always", "everysec", "no")
@@ -100,8 +100,12 @@ class DurableServer:
         wait_for(lambda: not pid_alive(self.pid), timeout, f"server pid {self.pid} to die")
 
     def restart(self, timeout: float = 60) -> float:
-        """Start the server again from its folder (same port, same settings); return the seconds until
-        it had loaded its data and answered.
+        """Start the server again from its folder (same settings); return the seconds until it had loaded
+        its data and answered.
+
+        Same port, unless it is no longer free: a killed server's port is an ordinary ephemeral port,
+        which another program's new connection may take meanwhile as its own end; then a new free
+        port (`.port` and `.client()` follow it).
 
         Raises:
             ServerError: it exited instead (e.g. a damaged AOF with `aof-load-truncated no`; the
@@ -111,8 +115,9 @@ class DurableServer:
             raise ServerError(f"the server on port {self.port} is still running: kill or stop it first")
         pidfile, log = self.dir / "server.pid", self.dir / "server.log"
         pidfile.unlink(missing_ok=True)  # the killed process left its pid behind
+        port = self.port if port_is_free(self.port) else free_port()  # a client's new connection may hold it now
         started = time.perf_counter()
-        subprocess.run(server_args(self.binary, self.port, self.dir, None, self.config), check=True,
+        subprocess.run(server_args(self.binary, port, self.dir, None, self.config), check=True,
                        capture_output=True, timeout=30)
 
         def loaded() -> int | None:
@@ -123,13 +128,13 @@ class DurableServer:
                 raise ServerError(f"the server on port {self.port} exited while starting; its log ends:\n"
                                   + "\n".join(log.read_text().splitlines()[-4:]))
             try:
-                with self.server.client() as client:  # INFO answers while loading; `loading` says when it is done
+                with Server(port=port, pid=pid, dir=str(self.dir)).client() as client:  # INFO answers while loading
                     return pid if client.info("persistence")["loading"] == 0 else None
             except (redis.RedisError, OSError):
                 return None
 
-        pid = wait_for(loaded, timeout, f"the server on port {self.port} to load its data")
-        self.server = Server(port=self.port, pid=pid, dir=str(self.dir))
+        pid = wait_for(loaded, timeout, f"the server on port {port} to load its data")
+        self.server = Server(port=port, pid=pid, dir=str(self.dir))
         return time.perf_counter() - started
 
     def stop(self) -> None:

@@ -694,6 +694,7 @@ def _manual_failover(primary, replica, orders: str, mode: str, label: str, write
                 replies.extend(pipe.execute(raise_on_error=False))
 
         thread = threading.Thread(target=operator, name="operator on the replica", daemon=True)
+        stall_ends_by = time.monotonic() + stall_s  # at the earliest: the stall cannot begin before the thread does
         thread.start()
         try:
             wait_for(marker.exists, timeout, "the replica to reach its stall")
@@ -705,7 +706,9 @@ def _manual_failover(primary, replica, orders: str, mode: str, label: str, write
                         acknowledged.append(order)
                 except redis.RedisError:
                     pass  # refused (the primary was already handing over): not acknowledged, not counted
-            during_stall = thread.is_alive()  # every write landed while the replica was not reading
+            # Every write landed while the replica was not reading. The clock, not thread.is_alive(): a
+            # thread not yet scheduled to read its replies is alive long after the failover happened.
+            during_stall = time.monotonic() < stall_ends_by
         finally:
             thread.join(timeout=stall_s + timeout)
         if len(replies) != 3 or isinstance(replies[2], Exception):

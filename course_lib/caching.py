@@ -376,32 +376,33 @@ class TrackingCache:
         settings = {name: value for name, value in pool.connection_kwargs.items()
                     if name in _ADDRESS_SETTINGS or name.startswith("ssl")}
         settings["retry"] = Retry(NoBackoff(), 0)
-        # A name of its own, to find the listener's id: a subscribed RESP2 connection accepts no CLIENT ID.
-        self._listener_name = f"course-invalidations-{secrets.token_hex(8)}"
         self._listener = redis.Redis(connection_pool=redis.ConnectionPool(
-            connection_class=pool.connection_class, **{**settings, "protocol": 2, "client_name": self._listener_name}))
+            connection_class=pool.connection_class, **{**settings, "protocol": 2}))
         self._pubsub = self._listener.pubsub()
         self._reader = redis.Redis(connection_pool=redis.ConnectionPool(
             connection_class=pool.connection_class, **settings), single_connection_client=True)
         self._local: dict[str, object] = {}
         self.hits = self.misses = self.invalidations = 0
         try:
-            listener_id = self._subscribe()
-            self._reader.execute_command("CLIENT", "TRACKING", "ON", "REDIRECT", listener_id)
+            self.listener_id = self._subscribe()  # the CLIENT ID the server sends invalidations to
+            self._reader.execute_command("CLIENT", "TRACKING", "ON", "REDIRECT", self.listener_id)
         except BaseException:
             self.close()
             raise
 
     def _subscribe(self) -> int:
-        """SUBSCRIBE, wait for its confirmation, and return the listener's CLIENT ID."""
+        """Return the listener's CLIENT ID, then SUBSCRIBE and wait for its confirmation.
+
+        The id is asked first, on the same connection: once subscribed, a RESP2 connection accepts
+        no CLIENT ID (and CLIENT LIST, which would find it by name, is refused on a shared server).
+        """
+        self._pubsub.execute_command("CLIENT", "ID")
+        listener_id = self._pubsub.parse_response(block=True, timeout=5)
         self._pubsub.subscribe(INVALIDATION_CHANNEL)
         confirmation = self._pubsub.get_message(timeout=5)
         if not confirmation or confirmation["type"] != "subscribe":
             raise redis.ConnectionError(f"no confirmation of SUBSCRIBE {INVALIDATION_CHANNEL}: {confirmation!r}")
-        for entry in self._reader.client_list(_type="pubsub"):
-            if entry["name"] == self._listener_name:
-                return int(entry["id"])
-        raise redis.ConnectionError("the invalidation listener is not in CLIENT LIST")
+        return int(listener_id)
 
     def _apply(self, message: dict) -> set[str] | None:
         """Drop the keys a message names from local memory; returns them (None: the server flushed all)."""

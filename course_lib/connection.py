@@ -9,6 +9,10 @@ When a setting is present nothing embedded starts for it. When it is absent the 
 (`course_lib.runtime`) are started on demand and leased to this process, so a notebook works in
 any Jupyter front end; they stop when the last process using them exits (or dies).
 
+In a workshop (`python -m course_lib join ...`, see `course_lib.seat`) `connect()` uses the room's
+server as the learner's user, in the learner's own database; `connect(room=False)` and the cluster
+stay on this machine, for what a shared server cannot offer each learner.
+
 Both clients decode replies to `str`, speak RESP3 (redis-py 8's default, stated so outputs do not
 depend on the client version), and set their timeouts and retries deliberately rather than
 inherit whatever the installed redis-py defaults to:
@@ -36,7 +40,10 @@ from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
+from course_lib.seat import joined
 from course_lib.settings import CLUSTER_URL_SETTING, REDIS_URL_SETTING
+
+ROOM = "the workshop room"  # where a URL came from, when it is the join line's
 
 SOCKET_TIMEOUT = 5.0  # seconds a reply may take, blocking commands included
 CONNECT_TIMEOUT = 2.0  # seconds opening a connection may take
@@ -84,11 +91,17 @@ def _embedded_stack():
     return _leased_stack
 
 
-def server_url(setting: str = REDIS_URL_SETTING) -> tuple[str, str]:
-    """The URL to use and where it came from: the setting's name, or "embedded"."""
+def server_url(setting: str = REDIS_URL_SETTING, room: bool = True) -> tuple[str, str]:
+    """The URL to use and where it came from: the setting's name, `ROOM`, or "embedded".
+
+    The standalone server is the workshop room's when this machine joined one (and `room` is True).
+    """
     value = os.environ.get(setting, "").strip()
     if value:
         return value, setting
+    seat = joined() if setting == REDIS_URL_SETTING and room else None
+    if seat:
+        return seat.url, ROOM
     stack = _embedded_stack()
     return stack.url(setting), "embedded"
 
@@ -107,6 +120,9 @@ def _restarted_embedded(url: str, setting: str) -> bool:
 def _advice(source: str) -> str:
     if source == "the url argument":
         return "Check the host and port, and that the server is running."
+    if source == ROOM:
+        return ("Check that you are on the workshop's network and the room is started (`python -m course_lib doctor`), "
+                "or leave the workshop: `python -m course_lib join --leave`.")
     if source == "embedded":
         return "Run `python -m course_lib status` to see the embedded servers, and `python -m course_lib up` to restart them."
     return (f"Check that the server is running (for the course's compose file: `docker compose up -d --wait`), "
@@ -120,19 +136,22 @@ def _invalid_url(source: str, url: str, exc: Exception) -> CourseConnectionError
     )
 
 
-def connect(url: str | None = None, **options) -> redis.Redis:
+def connect(url: str | None = None, room: bool = True, **options) -> redis.Redis:
     """A client for the course's standalone server (or the server at `url`), checked with one PING.
 
     If the configured server is an embedded one that has died, it is restarted on the same port first.
 
     Args:
         url: a server to use instead of the configured one, e.g. a scratch server's URL.
+        room: in a workshop, the room's server (True) or this machine's own (False: for a chapter
+            whose lessons need a whole server, such as Pub/Sub patterns or server settings).
         **options: passed to `redis.Redis.from_url`, overriding the course defaults.
 
     Raises:
-        CourseConnectionError: the URL is malformed or the server does not answer.
+        CourseConnectionError: the URL is malformed, the server does not answer, or the workshop
+            room cannot hold the chapters (a Redis 7.0 room: no database per learner).
     """
-    url, source = (url, "the url argument") if url else server_url(REDIS_URL_SETTING)
+    url, source = (url, "the url argument") if url else server_url(REDIS_URL_SETTING, room=room)
     settings = _course_settings(options)
 
     def attempt() -> redis.Redis:
@@ -146,17 +165,24 @@ def connect(url: str | None = None, **options) -> redis.Redis:
 
     try:
         try:
-            return attempt()
+            client = attempt()
         except redis.ConnectionError:
             if not _restarted_embedded(url, REDIS_URL_SETTING):
                 raise
-            return attempt()
+            client = attempt()
     except ValueError as exc:
         raise _invalid_url(source, url, exc) from None
     except redis.RedisError as exc:
         raise CourseConnectionError(
             f"Cannot reach the Redis server at {redact(url)} (from {source}): {str(exc).rstrip('.')}. {_advice(source)}"
         ) from None
+    if source == ROOM and server_identity(client)[0] != "Valkey":
+        client.close()
+        raise CourseConnectionError(
+            f"The workshop room at {redact(url)} runs Redis, which cannot give each learner a database of their own, "
+            "so the chapters cannot run there: ask the instructor to start the room with the bundled Valkey "
+            "(the default), or leave the workshop: `python -m course_lib join --leave`.")
+    return client
 
 
 def connect_cluster(**options) -> RedisCluster:

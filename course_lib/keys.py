@@ -4,9 +4,15 @@ Every key the course writes is `course:<chapter>:<part>:<part>...`, so one chapt
 exactly its own keys (and never yours, if you point the course at a server you share).
 Parts are joined with ':'; a part wrapped in braces, like `{user:42}`, is a cluster hash tag:
 only that part decides the slot, so keys sharing it can be used together in one command.
+
+Channels are named the same way, with one difference in a workshop room: keys live in the learner's
+own database, but Pub/Sub channels belong to no database, so `channel` puts the learner's name in
+them (`course:alice:<chapter>:...`), the channels the room lets alice use (`course_lib.seat`).
 """
 
 from __future__ import annotations
+
+from course_lib.seat import joined
 
 PREFIX = "course"
 
@@ -22,6 +28,17 @@ def key(chapter: str, *parts: object) -> str:
         if not piece or any(ch.isspace() for ch in piece):
             raise ValueError(f"key parts must be non-empty and without spaces, got {pieces!r}")
     return ":".join(pieces)
+
+
+def channel(chapter: str, *parts: object) -> str:
+    """`channel("streams", "news")` -> `"course:streams:news"`; `"course:alice:streams:news"` for a learner
+    who joined a workshop room as alice (read when called, so a kernel follows `join` without a restart).
+
+    Raises:
+        ValueError: as `key`, or the workshop's join line is unusable.
+    """
+    seat = joined()
+    return key(seat.learner, chapter, *parts) if seat else key(chapter, *parts)
 
 
 def hash_tag(*parts: object) -> str:

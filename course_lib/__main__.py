@@ -28,6 +28,7 @@ from pathlib import Path
 import redis
 
 from course_lib import chapters, progress, reset, runtime
+from course_lib.concurrency import TimedOut
 from course_lib.connection import redact
 from course_lib.servers import ServerError
 from course_lib.settings import CLUSTER_URL_SETTING, REDIS_URL_SETTING, RUNTIME_DIR_SETTING
@@ -212,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_watch(args)
         return {"up": cmd_up, "down": cmd_down, "status": cmd_status, "progress": cmd_progress, "shape": cmd_shape,
                 "reset": cmd_reset, "doctor": cmd_doctor, "join": cmd_join}[args.command](args)
-    except ServerError as exc:
+    except (ServerError, TimedOut) as exc:  # e.g. no server binary; a cluster that did not form in time
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

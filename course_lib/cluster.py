@@ -27,8 +27,9 @@ from typing import Callable
 
 import redis
 
+from course_lib.concurrency import wait_for
 from course_lib.runtime import nodes_know_each_other
-from course_lib.servers import Server, ServerBinary, answers_as, server_args, wait_for
+from course_lib.servers import Server, ServerBinary, answers_as, server_args
 
 SLOTS = 16384
 
@@ -168,7 +169,7 @@ def wait_for_promotion(replica: Server, timeout: float) -> None:
     """Return once `replica` reports role master and cluster_state ok (a bounded wait on the event).
 
     Raises:
-        ServerError: it did not happen within `timeout` seconds.
+        TimedOut: it did not happen within `timeout` seconds.
     """
     wait_for(lambda: _answers_ok(replica, "master"), timeout, f"the replica on port {replica.port} to be promoted")
 
@@ -182,7 +183,7 @@ def restart_node(binary: ServerBinary, node: Server, timeout: float = 15.0) -> S
     answers; it is the caller's to stop.
 
     Raises:
-        ServerError: it did not answer within `timeout` seconds.
+        TimedOut: it did not answer within `timeout` seconds.
     """
     folder = Path(node.dir)
     subprocess.run(server_args(binary, node.port, folder, node.bus_port, None), check=True,
@@ -203,7 +204,7 @@ def wait_for_rejoin(node: Server, timeout: float) -> None:
     """Return once `node` is a replica with its link to a primary up and the cluster ok.
 
     Raises:
-        ServerError: it did not happen within `timeout` seconds.
+        TimedOut: it did not happen within `timeout` seconds.
     """
     wait_for(lambda: _answers_ok(node, "slave"), timeout, f"the node on port {node.port} to rejoin as a replica")
 
@@ -224,7 +225,7 @@ def join(members: list[Server], new: Server, timeout: float = 15.0) -> None:
     (`migrate_slot`); until then CLUSTER SLOTS, which redis-py builds its map from, does not list it.
 
     Raises:
-        ServerError: the nodes did not all agree within `timeout` seconds.
+        TimedOut: the nodes did not all agree within `timeout` seconds.
     """
     with members[0].client() as client:
         client.execute_command("CLUSTER MEET", "127.0.0.1", new.port, new.bus_port)

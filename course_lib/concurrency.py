@@ -1,7 +1,11 @@
-"""Run one piece of work in several threads at once: the races, experiments and exercise checkers.
+"""Bounded waits: run one piece of work in several threads at once, and wait for a real event.
 
-A bare loop of `threading.Thread(...).start()` and `.join()` gets three things wrong, so they are
-done right here, once:
+`run_together` is for the races, experiments and exercise checkers; `wait_for` polls a condition
+until it holds (a server answers, a replica catches up), instead of sleeping and hoping. Either
+wait ends at its deadline with `TimedOut`, the course's one timeout error.
+
+A bare loop of `threading.Thread(...).start()` and `.join()` gets three things wrong, so `run_together`
+does them right, once:
 
 - an exception raised in a thread is printed to stderr and otherwise lost: the caller would go on
   to count a result that the crash made meaningless. Here it is re-raised in the caller's thread;
@@ -9,8 +13,8 @@ done right here, once:
   so a race may never show. A `threading.Barrier` holds every thread until all have started,
   then releases them together: the most overlap threads can get, which is what a race demo needs;
 - a thread that never returns would hang its caller. Every wait is bounded: a thread still running
-  at the deadline is reported (`StillRunning`), and it is a daemon thread, so it cannot keep the
-  interpreter from exiting either.
+  at the deadline is reported (`StillRunning`, a `TimedOut`), and it is a daemon thread, so it
+  cannot keep the interpreter from exiting either.
 """
 
 from __future__ import annotations
@@ -24,8 +28,28 @@ T = TypeVar("T")
 START_TIMEOUT = 30.0  # seconds a thread waits at the barrier for the others; starting takes microseconds
 
 
-class StillRunning(RuntimeError):
+class TimedOut(TimeoutError):
+    """A bounded wait ended before what it waited for happened."""
+
+
+class StillRunning(TimedOut):
     """Some threads of a `run_together` had not finished by its deadline."""
+
+
+def wait_for(condition: Callable[[], T], timeout: float, what: str) -> T:
+    """Poll `condition` until it returns something truthy, and return that; a bounded wait on a real event.
+
+    Raises:
+        TimedOut: `timeout` seconds passed; the message names `what` was awaited.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise TimedOut(f"Timed out after {timeout:g} s waiting for {what}.")
+        time.sleep(0.01)
 
 
 def run_together(work: Callable[[int], T], threads: int, timeout: float, what: str) -> list[T]:

@@ -24,6 +24,7 @@ from typing import Callable
 import redis
 
 from course_lib import runtime
+from course_lib.concurrency import TimedOut
 from course_lib.connection import CourseConnectionError, connect, connect_cluster
 from course_lib.servers import ServerError, find_binary
 from course_lib.settings import CLUSTER_URL_SETTING, REDIS_URL_SETTING
@@ -78,7 +79,7 @@ def check_servers() -> Check:
         try:
             stack = runtime.up(folder)
             formed = runtime._cluster_ready(stack.cluster)
-        except ServerError as exc:
+        except (ServerError, TimedOut) as exc:  # no server, or the cluster did not form in time
             return Check("servers", False, f"{exc} Then run the doctor again.")
         finally:
             runtime.down(folder)

@@ -37,9 +37,10 @@ from typing import Iterator
 
 import redis
 
+from course_lib.concurrency import TimedOut, wait_for
 from course_lib.keys import key
 from course_lib.servers import (Server, ServerBinary, ServerError, find_binary, free_port, is_our_server, pid_alive,
-                                port_is_free, scratch_server, server_args, wait_for)
+                                port_is_free, scratch_server, server_args)
 
 COUNTER = key("persistence", "counter")
 POLICIES = ("always", "everysec", "no")
@@ -109,7 +110,8 @@ class DurableServer:
 
         Raises:
             ServerError: it exited instead (e.g. a damaged AOF with `aof-load-truncated no`; the
-                message quotes its log), or had not loaded within `timeout` seconds.
+                message quotes its log).
+            TimedOut: it had not loaded within `timeout` seconds.
         """
         if self.alive():
             raise ServerError(f"the server on port {self.port} is still running: kill or stop it first")
@@ -164,7 +166,8 @@ def snapshot(client: redis.Redis, timeout: float = 30) -> dict:
     and `rdb_last_cow_size` (bytes of memory copied because the parent wrote while the child saved).
 
     Raises:
-        ServerError: the snapshot failed, or had not finished within `timeout` seconds.
+        ServerError: the snapshot failed.
+        TimedOut: it had not finished within `timeout` seconds.
     """
     saves = client.info("persistence")["rdb_saves"]
     client.bgsave()
@@ -183,7 +186,8 @@ def rewrite_aof(client: redis.Redis, timeout: float = 30) -> dict:
     """BGREWRITEAOF, and return INFO persistence once the new base file is in place (bounded wait).
 
     Raises:
-        ServerError: the rewrite failed, or had not finished within `timeout` seconds.
+        ServerError: the rewrite failed.
+        TimedOut: it had not finished within `timeout` seconds.
     """
     rewrites = client.info("persistence")["aof_rewrites"]
     client.bgrewriteaof()
@@ -237,7 +241,7 @@ def write_until_killed(server: DurableServer, kill_after: float, key_name: str =
     writes as fast as one connection can, one round trip per write.
 
     Raises:
-        ServerError: the server was still answering after `timeout` seconds.
+        TimedOut: the server was still answering after `timeout` seconds.
     """
     killer = threading.Timer(kill_after, server.kill)
     acknowledged, error = 0, ""
@@ -256,7 +260,7 @@ def write_until_killed(server: DurableServer, kill_after: float, key_name: str =
             killer.join(timeout)
     seconds = min(time.perf_counter() - start, kill_after)
     if not error:
-        raise ServerError(f"the server on port {server.port} still answered after {timeout} s")
+        raise TimedOut(f"the server on port {server.port} still answered after {timeout} s")
     return WriterOutcome(int(acknowledged), seconds, error)
 
 
@@ -297,7 +301,7 @@ def follow(replica: DurableServer, primary: DurableServer, timeout: float = 30) 
     the same connection makes sure the writes that follow flow to the replica at once.
 
     Raises:
-        ServerError: it was not in sync within `timeout` seconds.
+        TimedOut: it was not in sync, or had not acknowledged, within `timeout` seconds.
     """
     with replica.client() as client:
         client.replicaof("127.0.0.1", primary.port)
@@ -306,7 +310,7 @@ def follow(replica: DurableServer, primary: DurableServer, timeout: float = 30) 
         pipe.publish(key("persistence", "linked"), "")
         pipe.execute_command("WAIT", 1, int(timeout * 1000))
         if pipe.execute()[1] < 1:
-            raise ServerError(f"the replica on port {replica.port} did not acknowledge within {timeout:g} s")
+            raise TimedOut(f"the replica on port {replica.port} did not acknowledge within {timeout:g} s")
 
 
 def lag(primary: DurableServer, replica: DurableServer) -> int:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from course_lib import lua
+from course_lib.concurrency import TimedOut
 
 CONFIRMATIONS = {"subscribe", "psubscribe", "ssubscribe"}
 DELIVERIES = {"message", "pmessage", "smessage"}
@@ -126,8 +127,8 @@ class Subscriber:
         while confirmed < expected:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise TimeoutError(f"the server confirmed {confirmed} of {expected} subscriptions "
-                                   f"within {self.confirm_timeout:g} s")
+                raise TimedOut(f"the server confirmed {confirmed} of {expected} subscriptions "
+                               f"within {self.confirm_timeout:g} s")
             raw = self._next(remaining)
             if raw is None:
                 continue
@@ -352,7 +353,7 @@ def handler_thread(client, handlers: dict[str, Callable[[dict], object]], poll: 
         while confirmed < len(handlers):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise TimeoutError(f"the server confirmed {confirmed} of {len(handlers)} subscriptions")
+                raise TimedOut(f"the server confirmed {confirmed} of {len(handlers)} subscriptions")
             raw = pubsub.get_message(timeout=remaining)
             confirmed += raw is not None and raw["type"] == "subscribe"
         thread = pubsub.run_in_thread(sleep_time=poll, daemon=True)

@@ -40,8 +40,9 @@ from typing import Iterator
 
 import redis
 
+from course_lib.concurrency import wait_for
 from course_lib.servers import (Server, ServerBinary, ServerError, find_binary, pid_alive, probe_binary, start_server,
-                                wait_for, write_secret)
+                                write_secret)
 from course_lib.settings import CLUSTER_URL_SETTING, PASSWORD_SETTING, REDIS_URL_SETTING, RUNTIME_DIR_SETTING
 
 PASSWORD_FILE = "password"
@@ -213,6 +214,9 @@ def form_cluster(nodes: list[Server], timeout: float = CLUSTER_READY_TIMEOUT) ->
 
     Commands: CLUSTER SET-CONFIG-EPOCH, ADDSLOTSRANGE, MEET, MYID, REPLICATE; returns only when
     `_cluster_ready` holds (a bounded wait on the cluster's own state, not a sleep).
+
+    Raises:
+        TimedOut: the nodes had not met, or the cluster was not ready, within `timeout` seconds.
     """
     primaries, replicas = nodes[:PRIMARIES], nodes[PRIMARIES:]
     for epoch, node in enumerate(nodes, start=1):
@@ -283,6 +287,7 @@ def up(folder: str | os.PathLike | None = None, owner: int | None = None) -> Sta
 
     Raises:
         ServerError: no usable binary, or a server would not start; the message says what to do.
+        TimedOut: the cluster did not form within `CLUSTER_READY_TIMEOUT` seconds.
     """
     path = runtime_dir(folder)
     with _locked(path):

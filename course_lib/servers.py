@@ -25,13 +25,13 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import redis
 
+from course_lib.concurrency import TimedOut, wait_for
 from course_lib.settings import BINARY_SETTING
 
 AUTH_FILE = "auth.conf"  # in a node's folder: its password, as config lines (see `start_server`)
@@ -129,22 +129,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def wait_for(condition: Callable[[], object], timeout: float, what: str) -> object:
-    """Poll `condition` until it returns something truthy; a bounded wait on a real event.
-
-    Raises:
-        ServerError: `timeout` seconds passed; the message names `what` was awaited.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise ServerError(f"Timed out after {timeout:.0f} s waiting for {what}.")
-        time.sleep(0.01)
 
 
 def client_for(port: int, password: str | None = None, **kwargs) -> redis.Redis:
@@ -247,7 +231,7 @@ class Server:
                 os.kill(self.pid, signal.SIGTERM)
         try:
             wait_for(lambda: not pid_alive(self.pid), timeout, f"server pid {self.pid} to exit")
-        except ServerError:
+        except TimedOut:
             if is_our_server(self.pid, self.port):
                 os.kill(self.pid, signal.SIGKILL)
                 wait_for(lambda: not pid_alive(self.pid), timeout, f"server pid {self.pid} to die")
@@ -348,7 +332,7 @@ def start_server(binary: ServerBinary, parent_dir: Path, cluster: bool = False,
 
         try:
             pid = wait_for(started, 10, f"{binary.label} to answer on 127.0.0.1:{port}") if result.returncode == 0 else -1
-        except ServerError:
+        except TimedOut:  # no answer in time: tried again on another port, like a refused one
             pid = -1
         if pid > 0:
             return Server(port=port, pid=pid, dir=str(node_dir), bus_port=bus_port)

@@ -35,7 +35,7 @@ from typing import Callable, Mapping
 from redis.exceptions import ResponseError
 
 from course_lib import lua
-from course_lib.servers import wait_for
+from course_lib.concurrency import wait_for
 
 Entry = tuple[str, dict[str, str]]  # (stream id, fields)
 Handler = Callable[[str, dict[str, str]], object]
@@ -143,7 +143,7 @@ def wait_until_idle(client, stream: str, group: str, min_idle_ms: int, timeout: 
     """Wait (bounded) until every pending entry of `group` has been idle at least `min_idle_ms`.
 
     Commands: XPENDING <stream> <group> (summary) and XPENDING ... IDLE <min_idle_ms> - + <n>,
-    polled. Returns how many entries are pending (0 at once if none are). Raises `ServerError` after
+    polled. Returns how many entries are pending (0 at once if none are). Raises `TimedOut` after
     `timeout` seconds.
     """
     def all_idle() -> list[int]:  # [pending] once every pending entry is idle enough (a list: 0 is an answer)

@@ -58,8 +58,8 @@ from redis.exceptions import RedisError
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.serving import WSGIRequestHandler, make_server
 
+from course_lib.concurrency import wait_for
 from course_lib.rate_limiting import RateLimiter, address_identity
-from course_lib.servers import wait_for
 from course_lib.sessions import SessionStore
 
 COOKIE = "sid"

@@ -25,8 +25,9 @@ from pathlib import Path
 
 import pytest
 
+from course_lib.concurrency import wait_for
 from course_lib.connection import connect
-from course_lib.servers import ServerError, free_port, wait_for
+from course_lib.servers import ServerError, free_port
 
 CHROMIUM = "/usr/bin/chromium"
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "01_data_types.ipynb"

@@ -18,9 +18,9 @@ import pytest
 import redis
 from redis.cluster import RedisCluster
 
+from course_lib.concurrency import wait_for
 from course_lib.connection import connect, connect_cluster
 from course_lib.settings import CLUSTER_URL_SETTING, REDIS_URL_SETTING
-from course_lib.servers import wait_for
 
 pytestmark = pytest.mark.engine_agnostic  # the image's Redis, whatever engine the course would embed
 

@@ -1,4 +1,5 @@
-"""run_together: results in slot order, a thread's exception re-raised, a stuck thread reported, real overlap.
+"""run_together: results in slot order, a thread's exception re-raised, a stuck thread reported, real overlap;
+wait_for: the condition's own value back, or TimedOut naming what was awaited.
 
 No test sleeps: every wait is on a barrier or an event, bounded, and released by the test itself.
 """
@@ -7,7 +8,7 @@ import threading
 
 import pytest
 
-from course_lib.concurrency import StillRunning, run_together
+from course_lib.concurrency import StillRunning, TimedOut, run_together, wait_for
 
 
 def threads_named(what: str) -> list[threading.Thread]:
@@ -39,8 +40,9 @@ def test_a_thread_still_running_at_the_deadline_is_reported_with_the_bound():
             release.wait(timeout=60)  # stuck until the test lets it go
 
     try:
-        with pytest.raises(StillRunning, match=r"^stuck: 1 of 3 threads did not finish within 0\.2 s$"):
+        with pytest.raises(StillRunning, match=r"^stuck: 1 of 3 threads did not finish within 0\.2 s$") as stuck:
             run_together(work, 3, timeout=0.2, what="stuck")
+        assert isinstance(stuck.value, TimedOut)  # one `except TimedOut` catches every bounded wait
         still_running = [thread for thread in threads_named("stuck") if thread.is_alive()]
         assert [thread.daemon for thread in still_running] == [True]  # it cannot keep the interpreter alive
     finally:
@@ -59,3 +61,17 @@ def test_the_threads_are_released_together_and_overlap():
         return started
 
     assert run_together(work, n, timeout=60, what="overlap") == [n] * n
+
+
+def test_wait_for_returns_the_first_truthy_value_of_the_condition():
+    answers = iter([None, 0, "", {"role": "master"}, "never asked"])
+    assert wait_for(lambda: next(answers), timeout=5, what="a truthy answer") == {"role": "master"}
+    assert next(answers) == "never asked"  # it stopped polling at the first truthy answer
+
+
+def test_wait_for_raises_timed_out_naming_what_it_waited_for():
+    polls = []
+    with pytest.raises(TimedOut, match=r"^Timed out after 0\.05 s waiting for the replica to catch up\.$") as late:
+        wait_for(lambda: polls.append(1), timeout=0.05, what="the replica to catch up")
+    assert isinstance(late.value, TimeoutError)  # what callers outside the course already catch
+    assert len(polls) > 1  # it kept asking until the deadline

@@ -98,7 +98,8 @@ def test_unreachable_cluster_url(monkeypatch):
 
 def test_an_embedded_server_killed_under_you_is_restarted_on_reconnect(tmp_path, monkeypatch):
     from course_lib import runtime
-    from course_lib.servers import pid_alive, wait_for
+    from course_lib.concurrency import wait_for
+    from course_lib.servers import pid_alive
 
     folder = tmp_path / "runtime"
     stack = runtime.up(folder)

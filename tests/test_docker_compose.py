@@ -34,7 +34,8 @@ import pytest
 import yaml
 from redis.cluster import RedisCluster
 
-from course_lib.servers import find_binary, free_port, scratch_server, start_server, wait_for
+from course_lib.concurrency import wait_for
+from course_lib.servers import find_binary, free_port, scratch_server, start_server
 
 # The compose file's own Redis 7 and its scripts are what is checked here, not the course's engine.
 pytestmark = pytest.mark.engine_agnostic

@@ -9,6 +9,7 @@ import threading
 import pytest
 import redis
 
+from course_lib.concurrency import wait_for
 from course_lib.connection import connect
 from course_lib.exercises import evaluate
 from course_lib.exercises import pubsub as checkers
@@ -18,7 +19,6 @@ from course_lib.keys import key
 from course_lib.pipelines import async_client
 from course_lib.pubsub import (LogFollower, Message, Subscriber, deliver_to_rooms, handler_thread, keyevent_channel,
                                listen_async, publish_event, publish_logged)
-from course_lib.servers import wait_for
 
 CHANNEL = key("pubsub", "test")
 

@@ -17,7 +17,8 @@ import pytest
 import redis
 
 from course_lib import runtime
-from course_lib.servers import ServerError, find_binary, pid_alive, start_server, wait_for
+from course_lib.concurrency import wait_for
+from course_lib.servers import ServerError, find_binary, pid_alive, start_server
 
 
 def _all_pids(stack):

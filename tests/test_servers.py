@@ -6,6 +6,7 @@ import shutil
 import pytest
 
 from course_lib import servers
+from course_lib.concurrency import wait_for
 from course_lib.servers import ServerError, find_binary, pid_alive, scratch_server
 
 
@@ -81,7 +82,7 @@ def test_scratch_server_applies_its_config_and_is_removed_on_exit():
             assert client.config_get("maxmemory-policy") == {"maxmemory-policy": "allkeys-lru"}
             assert client.config_get("bind") == {"bind": "127.0.0.1"}
         pid, folder = server.pid, server.dir
-    servers.wait_for(lambda: not pid_alive(pid), 10, "the scratch server to exit")
+    wait_for(lambda: not pid_alive(pid), 10, "the scratch server to exit")
     assert not os.path.exists(folder)
 
 

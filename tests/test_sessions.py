@@ -12,14 +12,13 @@ import uuid
 import pytest
 from redis.exceptions import WatchError
 
-from course_lib.concurrency import run_together
+from course_lib.concurrency import run_together, wait_for
 from course_lib.connection import connect, server_identity
 from course_lib.exercises import evaluate
 from course_lib.exercises.adversary import Adversary, run_in_processes
 from course_lib.exercises import sessions as checkers
 from course_lib.exercises.solutions import sessions as solutions
 from course_lib.experiments import sessions as experiments
-from course_lib.servers import wait_for
 from course_lib.sessions import (SessionStore, guide_create_session, guide_destroy_session, guide_extend_session,
                                  guide_get_session, is_well_formed, load_json_session, new_session_id,
                                  save_json_session, supports_field_ttl)

@@ -7,7 +7,7 @@ import redis
 from redis.exceptions import ResponseError
 
 from course_lib import streams
-from course_lib.concurrency import run_together
+from course_lib.concurrency import TimedOut, run_together, wait_for
 from course_lib.connection import connect
 from course_lib.exercises import ExerciseFailed, evaluate
 from course_lib.exercises.adversary import every_crash
@@ -16,7 +16,6 @@ from course_lib.exercises.solutions import streams as reference
 from course_lib.experiments import streams as experiments
 from course_lib.keys import delete_prefix, key
 from course_lib.pipelines import RoundTripCounter
-from course_lib.servers import ServerError, wait_for
 
 STREAM = key("streams", "{orders}")
 DEAD = key("streams", "{orders}", "dead")
@@ -131,7 +130,7 @@ def test_recover_respects_min_idle_time_and_skips_trimmed_entries(r):
     ids = _fill(r, 2)
     assert streams.wait_until_idle(r, STREAM, "mailer", 60_000) == 0  # nothing pending: nothing to wait for
     r.xreadgroup("mailer", "slow", {STREAM: ">"}, count=10)
-    with pytest.raises(ServerError):
+    with pytest.raises(TimedOut):
         streams.wait_until_idle(r, STREAM, "mailer", 60_000, timeout=0.05)
     assert streams.recover(r, STREAM, "mailer", "rescuer", _fail_on(), DEAD, min_idle_ms=60_000) == streams.Recovery()
     assert streams.wait_until_idle(r, STREAM, "mailer", 20, timeout=5) == 2

@@ -11,6 +11,7 @@ from redis.cluster import LoadBalancingStrategy
 from redis.exceptions import RedisClusterException
 
 from course_lib import lua
+from course_lib.concurrency import wait_for
 from course_lib.connection import connect, connect_cluster
 from course_lib.exercises import evaluate
 from course_lib.exercises import transactions as checkers
@@ -18,7 +19,7 @@ from course_lib.exercises.solutions import transactions as solutions
 from course_lib.experiments import transactions as experiments
 from course_lib.keys import key
 from course_lib.pipelines import RoundTripCounter, command_calls
-from course_lib.servers import find_binary, pid_alive, scratch_server, wait_for
+from course_lib.servers import find_binary, pid_alive, scratch_server
 from course_lib.transactions import (LIBRARY, InsufficientFunds, NotABalance, Result, TooMuchContention, account_key,
                                      deduct, deduct_lua, guide_deduct_balance, load_library, open_account, total,
                                      transfer, transfer_lua, unwatched_deduct)

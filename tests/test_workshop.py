@@ -15,9 +15,10 @@ import pytest
 import redis
 
 from course_lib import runtime, settings
+from course_lib.concurrency import wait_for
 from course_lib.connection import connect, connect_cluster
 from course_lib.settings import CLUSTER_URL_SETTING, REDIS_URL_SETTING
-from course_lib.servers import AUTH_FILE, pid_alive, wait_for
+from course_lib.servers import AUTH_FILE, pid_alive
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import redis
 
+from course_lib.concurrency import TimedOut
 from course_lib.exercises import ExerciseFailed, exercise_prefix, returned
 from course_lib.exercises.adversary import Adversary
 from course_lib.persistence import cut_link, durable_server, primary_and_replica, promote, surviving, write_until_killed
@@ -37,7 +38,7 @@ def _survives_a_kill(settings: dict[str, str], budget: int, key_name: str) -> st
             with server.client() as client:
                 survived = surviving(client, key_name)
                 policy = client.config_get("appendfsync")["appendfsync"]
-    except ServerError as refused:
+    except (ServerError, TimedOut) as refused:  # refused to start, or never loaded in time
         raise ExerciseFailed(f"for a budget of {budget} s, a server would not start with your settings "
                              f"{settings!r:.120}: {str(refused).splitlines()[0]:.160}") from None
     if survived < stream.acknowledged:

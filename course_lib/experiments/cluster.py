@@ -38,8 +38,9 @@ from redis.retry import Retry
 
 from course_lib.cluster import (SLOTS, cluster_state, hashed_part, join, key_slot, migrate_slot, node_id, restart_node,
                                 set_on_every_node, shard_of, shards, wait_for_promotion, wait_for_rejoin)
+from course_lib.concurrency import wait_for
 from course_lib.keys import delete_prefix, key
-from course_lib.servers import client_for, find_binary, wait_for
+from course_lib.servers import client_for, find_binary
 
 CHAPTER = "cluster"
 

@@ -17,12 +17,11 @@ import uuid
 
 import pandas as pd
 
-from course_lib.concurrency import run_together
+from course_lib.concurrency import run_together, wait_for
 from course_lib.keys import delete_prefix, key
 from course_lib.measure import latencies, take_turns
 from course_lib.pipelines import (RoundTripCounter, async_client, get_concurrently, get_pipelined,
                                   run_coroutine)
-from course_lib.servers import wait_for
 
 CHAPTER = "pipelines"
 

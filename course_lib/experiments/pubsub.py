@@ -30,11 +30,11 @@ import time
 import pandas as pd
 import redis
 
-from course_lib.concurrency import run_together
+from course_lib.concurrency import run_together, wait_for
 from course_lib.keys import key
 from course_lib.measure import latencies, summary_ms
 from course_lib.pubsub import Subscriber, deliver_to_rooms, enable_keyspace_events, keyevent_channel, publish_event
-from course_lib.servers import scratch_server, wait_for
+from course_lib.servers import scratch_server
 
 CHAT = key("pubsub", "chat")
 END = "end-of-run"  # the fan-out's last message: every server reads until it

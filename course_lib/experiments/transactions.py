@@ -18,10 +18,10 @@ import redis
 
 from course_lib import lua
 from course_lib.cluster import restart_node
-from course_lib.concurrency import run_together
+from course_lib.concurrency import run_together, wait_for
 from course_lib.keys import delete_prefix, key
 from course_lib.pipelines import RoundTripCounter
-from course_lib.servers import Server, ServerBinary, find_binary, pid_alive, scratch_server, wait_for
+from course_lib.servers import Server, ServerBinary, find_binary, pid_alive, scratch_server
 from course_lib.transactions import (LIBRARY, TooMuchContention, account_key, deduct, deduct_lua, load_library,
                                      open_account, total, transfer_lua, unwatched_deduct)
 

@@ -40,6 +40,12 @@ Routes (JSON in, JSON out):
 - GET /admin: 403 unless elevated;
 - POST /logout, POST /logout-everywhere.
 
+Layout: the hooks (`limit_request`, `add_rate_limit_headers`) and the views are module-level
+functions that `create_app` registers, so they have names to show and test by; what differs from
+one app to the next (limiter, store, users, API keys, clock) is the app's `Services`, which they
+read through Flask's `current_app`. Not a Blueprint: this app has one set of routes, and a Blueprint
+would only add a prefix to every endpoint name (the names `limit_request` and FAIL_CLOSED match).
+
 Keys written: those of the limiter and the store given to `create_app` (see their modules).
 """
 
@@ -51,9 +57,10 @@ import math
 import threading
 import time
 import urllib.request
+from dataclasses import dataclass
 from typing import Callable, Iterator, Mapping
 
-from flask import Flask, g, jsonify, request
+from flask import Flask, current_app, g, jsonify, request
 from redis.exceptions import RedisError
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.serving import WSGIRequestHandler, make_server
@@ -66,6 +73,7 @@ COOKIE = "sid"
 DEMO_USERS = {"alice": "wonderland", "bob": "builder"}  # a demo: real apps store password hashes
 FAIL_CLOSED = {"login", "elevate"}  # routes refused (503) when the limiter cannot count: password checks
 RETRY_AFTER_OUTAGE = 5  # seconds a client is asked to wait when Redis is down
+EXTENSION = "course_webapp"  # the key of the app's `Services` in `app.extensions`
 
 
 def _error(status: int, message: str, **extra):
@@ -78,6 +86,202 @@ def _unavailable(what: str):
     response = _error(503, f"{what} unavailable, try again shortly", retry_after=RETRY_AFTER_OUTAGE)
     response.headers["Retry-After"] = str(RETRY_AFTER_OUTAGE)
     return response
+
+
+@dataclass(frozen=True)
+class Services:
+    """What the hooks and routes work with, one set per app: `create_app` keeps it in `app.extensions`."""
+
+    limiter: RateLimiter | None
+    store: SessionStore | None
+    users: Mapping[str, str]
+    api_keys: Mapping[str, str]
+    clock: Callable[[], float]
+
+
+def _services() -> Services:
+    return current_app.extensions[EXTENSION]
+
+
+# Rate limiting: a hook before every request, and one adding the headers to every response --------
+
+def limit_request():
+    """Runs before every request: counts it against its identity's limit.
+
+    Returns the answer that replaces the route's (429 over the limit, 401 for an unknown API key),
+    or None to let the route answer.
+    """
+    services = _services()
+    if services.limiter is None or request.endpoint == "health":
+        return None
+    api_key = request.headers.get("X-API-Key")
+    account = services.api_keys.get(api_key) if api_key is not None else None
+    # an unknown key counts against the address it came from: guessing keys spends that quota
+    identity = f"account:{account}" if account else address_identity(request.remote_addr)
+    try:
+        decision = services.limiter.hit(identity, now=services.clock())
+    except RedisError:
+        if request.endpoint in FAIL_CLOSED:
+            return _unavailable("rate limiter")
+        return None  # fail open (see the module docstring)
+    g.rate_limit = decision
+    if not decision.allowed:
+        wait = max(1, math.ceil(decision.retry_after))
+        response = _error(429, "too many requests", retry_after=wait)
+        response.headers["Retry-After"] = str(wait)
+        return response
+    if api_key is not None and account is None:
+        return _error(401, "unknown API key")
+    return None
+
+
+def add_rate_limit_headers(response):
+    """Runs after every request: the X-RateLimit-* headers on the answer to each request the limiter counted."""
+    decision = g.get("rate_limit")
+    if decision is not None:
+        response.headers["X-RateLimit-Limit"] = str(_services().limiter.limit)
+        response.headers["X-RateLimit-Remaining"] = str(decision.remaining)
+        response.headers["X-RateLimit-Reset"] = str(math.ceil(decision.reset_after))
+    return response
+
+
+# Sessions -----------------------------------------------------------------------------------------
+
+def session_store_unavailable(error):
+    """A `RedisError` in a route: 503. Sessions fail closed: without the store nobody can be recognised."""
+    return _unavailable("session store")
+
+
+def _current_session():
+    services = _services()
+    if services.store is None:
+        return None
+    return services.store.get(request.cookies.get(COOKIE), now=services.clock())
+
+
+def _with_cookie(response, session_id: str):
+    response.set_cookie(COOKIE, session_id, httponly=True, samesite="Lax", secure=request.is_secure, path="/")
+    return response
+
+
+def _without_cookie(response):
+    response.delete_cookie(COOKIE, httponly=True, samesite="Lax", secure=request.is_secure, path="/")
+    return response
+
+
+def _password_ok(user: str, password: object) -> bool:
+    expected = _services().users.get(user)
+    return (expected is not None and isinstance(password, str)
+            and hmac.compare_digest(expected.encode(), password.encode()))
+
+
+def health():
+    return jsonify(status="ok")
+
+
+def hello():
+    session = _current_session()
+    return jsonify(hello=(session.user if session and session.user else None) or request.remote_addr)
+
+
+def add_to_cart():
+    services = _services()
+    if services.store is None:
+        return _error(404, "no session store")
+    item = (request.get_json(silent=True) or {}).get("item")
+    if not isinstance(item, str) or not item.isalnum():
+        return _error(400, "send {\"item\": <letters and digits>}")
+    session = _current_session()
+    now = services.clock()
+    # appended in the server, atomically: two parallel POSTs both keep their item
+    cart = services.store.append(session.id, "cart", item, now=now) if session else None
+    if cart is None:  # no live session (none yet, or it ended since it was read): start one
+        cart, session_id = [item], services.store.create(None, {"cart": item}, now=now)
+    else:
+        session_id = session.id
+    return _with_cookie(jsonify(cart=cart), session_id)
+
+
+def login():
+    services = _services()
+    if services.store is None:
+        return _error(404, "no session store")
+    body = request.get_json(silent=True) or {}
+    user = body.get("user")
+    if not isinstance(user, str) or not _password_ok(user, body.get("password")):
+        return _error(401, "wrong user or password")
+    session = _current_session()
+    # a new id at login, whatever id the browser came with: a planted id is worth nothing.
+    # `rotate` carries an anonymous session's data (the cart) to the new id, never another user's.
+    session_id = services.store.rotate(session.id, now=services.clock(), user=user) if session is not None else None
+    return _with_cookie(jsonify(user=user), session_id or services.store.create(user, now=services.clock()))
+
+
+def me():
+    session = _current_session()
+    if session is None or session.user is None:
+        return _error(401, "not logged in")
+    return jsonify(user=session.user, elevated=session.elevated(_services().clock()),
+                   cart=list(filter(None, session.data.get("cart", "").split(","))))
+
+
+def my_sessions():
+    session = _current_session()
+    if session is None or session.user is None:
+        return _error(401, "not logged in")
+    services = _services()
+    mine = services.store.sessions_of(session.user, now=services.clock())
+    return jsonify(count=len(mine), this_one_included=any(s.id == session.id for s in mine))
+
+
+def elevate():
+    session = _current_session()
+    if session is None or session.user is None:
+        return _error(401, "not logged in")
+    if not _password_ok(session.user, (request.get_json(silent=True) or {}).get("password")):
+        return _error(401, "wrong password")
+    services = _services()
+    session_id = services.store.rotate(session.id, now=services.clock(), elevate=True)
+    if session_id is None:
+        return _without_cookie(_error(401, "not logged in"))
+    return _with_cookie(jsonify(elevated=True), session_id)
+
+
+def admin():
+    session = _current_session()
+    if session is None or session.user is None:
+        return _error(401, "not logged in")
+    if not session.elevated(_services().clock()):
+        return _error(403, "confirm your password first (POST /elevate)")
+    return jsonify(admin=session.user)
+
+
+def logout():
+    store = _services().store
+    ended = store.destroy(request.cookies.get(COOKIE)) if store is not None else False
+    return _without_cookie(jsonify(logged_out=ended))
+
+
+def logout_everywhere():
+    session = _current_session()
+    if session is None or session.user is None:
+        return _error(401, "not logged in")
+    return _without_cookie(jsonify(destroyed=_services().store.destroy_all(session.user)))
+
+
+# Each view's function name is its endpoint: `limit_request` exempts "health", FAIL_CLOSED names two.
+ROUTES = (  # method, path, view
+    ("GET", "/health", health),
+    ("GET", "/", hello),
+    ("POST", "/cart", add_to_cart),
+    ("POST", "/login", login),
+    ("GET", "/me", me),
+    ("GET", "/sessions", my_sessions),
+    ("POST", "/elevate", elevate),
+    ("GET", "/admin", admin),
+    ("POST", "/logout", logout),
+    ("POST", "/logout-everywhere", logout_everywhere),
+)
 
 
 def create_app(limiter: RateLimiter | None = None, store: SessionStore | None = None,
@@ -100,151 +304,12 @@ def create_app(limiter: RateLimiter | None = None, store: SessionStore | None = 
     app = Flask(__name__)
     if trust_proxy:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1)
-    known_keys = dict(api_keys or {})
-
-    @app.before_request
-    def rate_limit():
-        if limiter is None or request.endpoint == "health":
-            return None
-        api_key = request.headers.get("X-API-Key")
-        account = known_keys.get(api_key) if api_key is not None else None
-        # an unknown key counts against the address it came from: guessing keys spends that quota
-        identity = f"account:{account}" if account else address_identity(request.remote_addr)
-        try:
-            decision = limiter.hit(identity, now=clock())
-        except RedisError:
-            if request.endpoint in FAIL_CLOSED:
-                return _unavailable("rate limiter")
-            return None  # fail open (see the module docstring)
-        g.rate_limit = decision
-        if not decision.allowed:
-            wait = max(1, math.ceil(decision.retry_after))
-            response = _error(429, "too many requests", retry_after=wait)
-            response.headers["Retry-After"] = str(wait)
-            return response
-        if api_key is not None and account is None:
-            return _error(401, "unknown API key")
-        return None
-
-    @app.errorhandler(RedisError)
-    def store_unavailable(error):
-        # sessions fail closed: without the store nobody can be recognised (see the module docstring)
-        return _unavailable("session store")
-
-    @app.after_request
-    def rate_limit_headers(response):
-        decision = g.get("rate_limit")
-        if decision is not None:
-            response.headers["X-RateLimit-Limit"] = str(limiter.limit)
-            response.headers["X-RateLimit-Remaining"] = str(decision.remaining)
-            response.headers["X-RateLimit-Reset"] = str(math.ceil(decision.reset_after))
-        return response
-
-    def current_session():
-        return store.get(request.cookies.get(COOKIE), now=clock()) if store is not None else None
-
-    def with_cookie(response, session_id: str):
-        response.set_cookie(COOKIE, session_id, httponly=True, samesite="Lax", secure=request.is_secure, path="/")
-        return response
-
-    def without_cookie(response):
-        response.delete_cookie(COOKIE, httponly=True, samesite="Lax", secure=request.is_secure, path="/")
-        return response
-
-    def password_ok(user: str, password: object) -> bool:
-        expected = users.get(user)
-        return (expected is not None and isinstance(password, str)
-                and hmac.compare_digest(expected.encode(), password.encode()))
-
-    @app.get("/health")
-    def health():
-        return jsonify(status="ok")
-
-    @app.get("/")
-    def hello():
-        session = current_session()
-        return jsonify(hello=(session.user if session and session.user else None) or request.remote_addr)
-
-    @app.post("/cart")
-    def add_to_cart():
-        if store is None:
-            return _error(404, "no session store")
-        item = (request.get_json(silent=True) or {}).get("item")
-        if not isinstance(item, str) or not item.isalnum():
-            return _error(400, "send {\"item\": <letters and digits>}")
-        session = current_session()
-        now = clock()
-        # appended in the server, atomically: two parallel POSTs both keep their item
-        cart = store.append(session.id, "cart", item, now=now) if session else None
-        if cart is None:  # no live session (none yet, or it ended since it was read): start one
-            cart, session_id = [item], store.create(None, {"cart": item}, now=now)
-        else:
-            session_id = session.id
-        return with_cookie(jsonify(cart=cart), session_id)
-
-    @app.post("/login")
-    def login():
-        if store is None:
-            return _error(404, "no session store")
-        body = request.get_json(silent=True) or {}
-        user = body.get("user")
-        if not isinstance(user, str) or not password_ok(user, body.get("password")):
-            return _error(401, "wrong user or password")
-        session = current_session()
-        # a new id at login, whatever id the browser came with: a planted id is worth nothing.
-        # `rotate` carries an anonymous session's data (the cart) to the new id, never another user's.
-        session_id = store.rotate(session.id, now=clock(), user=user) if session is not None else None
-        return with_cookie(jsonify(user=user), session_id or store.create(user, now=clock()))
-
-    @app.get("/me")
-    def me():
-        session = current_session()
-        if session is None or session.user is None:
-            return _error(401, "not logged in")
-        return jsonify(user=session.user, elevated=session.elevated(clock()),
-                       cart=list(filter(None, session.data.get("cart", "").split(","))))
-
-    @app.get("/sessions")
-    def my_sessions():
-        session = current_session()
-        if session is None or session.user is None:
-            return _error(401, "not logged in")
-        mine = store.sessions_of(session.user, now=clock())
-        return jsonify(count=len(mine), this_one_included=any(s.id == session.id for s in mine))
-
-    @app.post("/elevate")
-    def elevate():
-        session = current_session()
-        if session is None or session.user is None:
-            return _error(401, "not logged in")
-        if not password_ok(session.user, (request.get_json(silent=True) or {}).get("password")):
-            return _error(401, "wrong password")
-        session_id = store.rotate(session.id, now=clock(), elevate=True)
-        if session_id is None:
-            return without_cookie(_error(401, "not logged in"))
-        return with_cookie(jsonify(elevated=True), session_id)
-
-    @app.get("/admin")
-    def admin():
-        session = current_session()
-        if session is None or session.user is None:
-            return _error(401, "not logged in")
-        if not session.elevated(clock()):
-            return _error(403, "confirm your password first (POST /elevate)")
-        return jsonify(admin=session.user)
-
-    @app.post("/logout")
-    def logout():
-        ended = store.destroy(request.cookies.get(COOKIE)) if store is not None else False
-        return without_cookie(jsonify(logged_out=ended))
-
-    @app.post("/logout-everywhere")
-    def logout_everywhere():
-        session = current_session()
-        if session is None or session.user is None:
-            return _error(401, "not logged in")
-        return without_cookie(jsonify(destroyed=store.destroy_all(session.user)))
-
+    app.extensions[EXTENSION] = Services(limiter, store, users, dict(api_keys or {}), clock)
+    app.before_request(limit_request)
+    app.after_request(add_rate_limit_headers)
+    app.errorhandler(RedisError)(session_store_unavailable)
+    for method, path, view in ROUTES:
+        app.add_url_rule(path, view_func=view, methods=[method])
     return app
 
 

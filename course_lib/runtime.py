@@ -41,6 +41,7 @@ from typing import Iterator
 import redis
 
 from course_lib.concurrency import wait_for
+from course_lib.seat import joined
 from course_lib.servers import (Server, ServerBinary, ServerError, find_binary, pid_alive, probe_binary, start_server,
                                 write_secret)
 from course_lib.settings import CLUSTER_URL_SETTING, PASSWORD_SETTING, REDIS_URL_SETTING, RUNTIME_DIR_SETTING
@@ -92,9 +93,16 @@ class Stack:
         return {REDIS_URL_SETTING: self.redis_url, CLUSTER_URL_SETTING: self.cluster_url}[setting]
 
     def settings(self) -> dict[str, str]:
-        """The environment settings that point `course_lib.connection` (and kernels) at this stack."""
-        return {REDIS_URL_SETTING: self.redis_url, CLUSTER_URL_SETTING: self.cluster_url,
-                RUNTIME_DIR_SETTING: str(self.folder)}
+        """The environment settings that point `course_lib.connection` (and kernels) at this stack.
+
+        On a machine that joined a workshop the standalone server is the room's, so its setting is
+        left out: `connect()` reads the join line, `connect(room=False)` finds this stack by its folder.
+        """
+        settings = {REDIS_URL_SETTING: self.redis_url, CLUSTER_URL_SETTING: self.cluster_url,
+                    RUNTIME_DIR_SETTING: str(self.folder)}
+        if joined():
+            del settings[REDIS_URL_SETTING]
+        return settings
 
     def servers(self) -> list[Server]:
         return [self.standalone, *self.cluster]

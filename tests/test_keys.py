@@ -2,12 +2,23 @@
 
 import pytest
 
-from course_lib.keys import delete_prefix, hash_tag, key
+from course_lib.keys import channel, delete_prefix, hash_tag, key
+from course_lib.settings import WORKSHOP_URL_SETTING
 
 
 def test_key_joins_parts_under_the_course_prefix():
     assert key("caching", "user", 42) == "course:caching:user:42"
     assert key("cluster", hash_tag("user", 7), "cart") == "course:cluster:{user:7}:cart"
+
+
+def test_a_channel_carries_the_learners_name_in_a_workshop(monkeypatch):
+    assert channel("streams", "news") == "course:streams:news"  # the suite's setting is "off"
+    monkeypatch.setenv(WORKSHOP_URL_SETTING, "redis://alice:secret@192.168.1.20:40123/3")
+    assert channel("streams", "news") == "course:alice:streams:news"
+    assert key("streams", "news") == "course:streams:news"  # keys live in alice's own database instead
+    monkeypatch.setenv(WORKSHOP_URL_SETTING, "alice@somewhere")
+    with pytest.raises(ValueError, match="a join line looks like"):
+        channel("streams", "news")
 
 
 @pytest.mark.parametrize("parts", [("",), ("has space",)])

@@ -140,7 +140,7 @@ def test_without_the_setting_no_password_is_required(tmp_path, monkeypatch):
 # --- the room: one server, one ACL user per learner ----------------------------------------------
 
 from course_lib import workshop  # noqa: E402
-from course_lib.servers import find_binary  # noqa: E402
+from course_lib.servers import find_binary, free_port  # noqa: E402
 
 LAN = "127.0.0.2"  # a stand-in for the instructor's LAN address: learners connect to it, not to 127.0.0.1
 
@@ -222,32 +222,43 @@ def test_a_learner_works_in_their_own_namespace(alice):
     ("EVAL", "return redis.call('GET', KEYS[1])", "1", "{key}"),
 ], ids=lambda command: command[0] if command[0] != "OBJECT" else "OBJECT ENCODING")
 def test_a_learner_cannot_touch_another_learners_key(alice, bob_key, room, command):
-    with pytest.raises(redis.exceptions.NoPermissionError):
-        alice.execute_command(*[part.format(key=bob_key) for part in command])
+    parts = [part.format(key=bob_key) for part in command]
+    if room.engine == "Valkey":
+        # alice may name any key, but only in her own database: there bob's key does not exist.
+        try:
+            reply = alice.execute_command(*parts)
+        except redis.ResponseError as exc:
+            reply = exc
+        assert "bob's" not in str(reply)
+        alice.delete(bob_key, "course:alice:stolen", "course:alice:copy")  # what SET, HSET, XADD made in hers
+    else:
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            alice.execute_command(*parts)
     with _learner(room, "bob") as bob:
         assert bob.get(bob_key) == "bob's" and bob.ttl(bob_key) == -1
 
 
-def test_a_script_cannot_reach_a_key_it_did_not_declare(alice, bob_key):
-    with pytest.raises(redis.ResponseError, match="can't access|No permissions to access a key"):
-        alice.eval(f"return redis.call('GET', '{bob_key}')", 1, workshop.learner_prefix("alice") + "x")
-
-
-def test_a_learner_cannot_list_another_learners_keys(alice, bob_key, room):
-    with pytest.raises(redis.exceptions.NoPermissionError):
-        alice.keys("*")
-    if room.engine == "Valkey":
-        # Each learner has a database of their own (ACL db=): SCAN lists only theirs.
-        mine = workshop.learner_prefix("alice") + "listed"
-        alice.set(mine, 1)
-        assert list(alice.scan_iter(count=1000)) == [mine]
-        alice.delete(mine)
-        with pytest.raises(redis.exceptions.NoPermissionError):
-            alice.execute_command("SELECT", room.learners["bob"]["db"])
+def test_a_script_cannot_reach_a_key_it_did_not_declare(alice, bob_key, room):
+    script = f"return redis.call('GET', '{bob_key}')"
+    if room.engine == "Valkey":  # a script runs in alice's database too
+        assert alice.eval(script, 1, "course:alice:x") is None
     else:
-        # Redis 7.0 cannot filter SCAN's reply by key pattern, so learners may not SCAN at all.
-        with pytest.raises(redis.exceptions.NoPermissionError):
-            alice.scan(0)
+        with pytest.raises(redis.ResponseError, match="can't access|No permissions to access a key"):
+            alice.eval(script, 1, workshop.learner_prefix("alice") + "x")
+
+
+def test_a_learner_cannot_reach_database_0_where_the_boards_are(room):
+    """A connection starts in database 0 until its SELECT: alice's rights to keys do not reach there."""
+    if room.engine != "Valkey":
+        pytest.skip("Redis 7.0 has no database per user: its learners' keys are fenced by name (tested above)")
+    seat = workshop.parse_join_line(room.join_line("alice"))
+    with redis.Redis(host=seat.host, port=seat.port, username="alice", password=seat.password, db=0,
+                     socket_timeout=2, decode_responses=True) as in_db_0:
+        for command in [("XRANGE", workshop.board_key("bob"), "-", "+"), ("GET", "course:anything"),
+                        ("SET", "course:alice:x", "1"), ("XADD", workshop.board_key("bob"), "*", "f", "v"),
+                        ("SCAN", "0")]:
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                in_db_0.execute_command(*command)
 
 
 @pytest.mark.parametrize("subscribe", [
@@ -274,11 +285,13 @@ def test_keyspace_notifications_reach_only_the_keys_owner(alice, room):
     """A learner may subscribe to the notifications of their own keys, and receives only theirs."""
     prefix = workshop.learner_prefix("alice")
     db = room.learners["alice"]["db"]
+    # The pattern exactly as granted: on Valkey every key of alice's database, on Redis 7.0 her prefix.
+    pattern = f"__keyspace@{db}__:*" if room.engine == "Valkey" else f"__keyspace@{db}__:{prefix}*"
     with room.instructor_client() as instructor:
         instructor.config_set("notify-keyspace-events", "K$")
     pubsub = alice.pubsub(ignore_subscribe_messages=True)
     try:
-        pubsub.psubscribe(f"__keyspace@{db}__:{prefix}*")
+        pubsub.psubscribe(pattern)
         pubsub.get_message(timeout=1)
         with _learner(room, "bob") as bob:
             bob.set("course:bob:noisy", 1)
@@ -315,6 +328,16 @@ def test_what_the_engine_cannot_isolate(alice, bob_key, room):
     bob_db = f"db{room.learners['bob']['db']}"
     assert keyspace[bob_db]["keys"] >= 1  # bob's key count is visible to alice
     assert int(alice.info("clients")["connected_clients"]) >= 2  # so is how many clients the room has
+    if room.engine == "Valkey":  # client-side caching's channel is every learner's (for TrackingCache)
+        with _learner(room, "bob") as bob:
+            listener = bob.pubsub()
+            try:
+                listener.subscribe("__redis__:invalidate")
+                assert listener.get_message(timeout=2)["type"] == "subscribe"
+                assert alice.publish("__redis__:invalidate", "course:caching:price:1") == 1
+                assert listener.get_message(timeout=2)["data"] == "course:caching:price:1"
+            finally:
+                listener.close()
     pubsub = alice.pubsub()
     try:
         pubsub.psubscribe("course:alice:*")  # the granted pattern itself is allowed
@@ -404,6 +427,38 @@ def test_join_checks_the_line_and_keeps_it_owner_only(room, tmp_path):
     assert garbled.returncode == 1 and "a join line looks like" in garbled.stderr
     left = _cli("join", "--leave", env=env)
     assert left.returncode == 0 and not saved.exists()
+
+
+def test_a_joined_learners_notebooks_use_the_room(room, monkeypatch):
+    """connect() is the room as the learner, in their database; connect(room=False) and the stack stay local."""
+    from course_lib.connection import CourseConnectionError, connect
+
+    monkeypatch.setenv(settings.WORKSHOP_URL_SETTING, room.join_line("alice"))
+    monkeypatch.delenv(settings.REDIS_URL_SETTING)
+    local = runtime.load(runtime.runtime_dir())
+    assert settings.REDIS_URL_SETTING not in local.settings()  # kernels started now follow the join line too
+    if room.engine != "Valkey":
+        with pytest.raises(CourseConnectionError, match="cannot give each learner a database of their own"):
+            connect()
+        return
+    with connect() as r, connect(room=False) as own:
+        assert r.acl_whoami() == "alice"
+        assert r.connection_pool.connection_kwargs["db"] == room.learners["alice"]["db"]
+        assert r.set("course:getting_started:greeting", "hello, room") and r.dbsize() == 1
+        assert own.connection_pool.connection_kwargs["port"] == local.standalone.port
+        assert own.get("course:getting_started:greeting") != "hello, room"
+        r.delete("course:getting_started:greeting")
+
+
+def test_an_unreachable_room_gets_the_workshop_advice(room, monkeypatch):
+    from course_lib.connection import CourseConnectionError, connect
+
+    line = room.join_line("alice").replace(f":{room.port}/", f":{free_port()}/")
+    monkeypatch.setenv(settings.WORKSHOP_URL_SETTING, line)
+    monkeypatch.delenv(settings.REDIS_URL_SETTING)
+    with pytest.raises(CourseConnectionError, match="the workshop room.*join --leave") as error:
+        connect()
+    assert room.learners["alice"]["password"] not in str(error.value)
 
 
 # --- the progress board --------------------------------------------------------------------------

@@ -32,6 +32,8 @@ class Chapter:
     covers: str  # one sentence: what the learner does in it
     before: str  # what to know first
     minutes: int  # about how long, reading and running, without the exercises
+    # Why, in a workshop, the chapter runs on the learner's own server instead of the room ("": on the room).
+    own_server: str = ""
 
     @property
     def notebook(self) -> str:
@@ -50,7 +52,9 @@ CHAPTERS = [
     Chapter("02", "caching", "Caching", "cache-aside in front of a really slow query, expiry and jitter, "
             "invalidation, stampedes, client-side caching and eviction, all measured", "chapters 00-01", 60),
     Chapter("03", "pubsub", "Pub/Sub", "fan-out to several app servers, patterns, what is lost when nobody listens "
-            "and how a stream recovers it", "chapters 00-01", 40),
+            "and how a stream recovers it", "chapters 00-01", 40,
+            own_server="patterns and notification settings are server-wide, which a shared room cannot give each "
+                       "learner"),
     Chapter("04", "streams", "Streams", "consumer groups, acknowledgements, crash recovery, dead letters and "
             "trimming", "chapters 00-01 (03 helps)", 50),
     Chapter("05", "rate_limiting", "Rate limiting", "five limiters in Lua (GCRA included), the guide's racy ones failing live, an "
@@ -74,9 +78,10 @@ def chapter(topic: str) -> Chapter:
 
 def header(c: Chapter) -> str:
     """The generated first cell of chapter `c`."""
+    workshop = f" **In a workshop:** it runs on your own machine's server: {c.own_server}." if c.own_server else ""
     return (f"# {c.number} · {c.title}\n\n{navigation(c)}\n\n"
             f"**In this chapter:** {c.covers}. **Before you start:** {c.before}. "
-            f"**Time:** about {c.minutes} minutes, plus the exercises.")
+            f"**Time:** about {c.minutes} minutes, plus the exercises.{workshop}")
 
 
 def navigation(c: Chapter) -> str:

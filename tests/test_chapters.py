@@ -3,6 +3,7 @@ exercise; `problems` finds each kind of drift, and `shape` is idempotent and cha
 
 import copy
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,12 @@ def test_every_notebook_has_the_chapter_shape(c):
     notebook = json.loads((REPO / "notebooks" / c.notebook).read_text())
     assert problems(notebook, c) == []
     assert shape(notebook, c) == notebook  # `python -m course_lib shape` would change nothing
+
+
+@pytest.mark.parametrize("c", [c for c in CHAPTERS if c.own_server], ids=lambda c: c.notebook)
+def test_a_chapter_on_the_learners_own_server_says_so_and_connects_there(c):
+    notebook = json.loads((chapters.NOTEBOOKS / c.notebook).read_text())
+    assert "**In a workshop:**" in "".join(notebook["cells"][0]["source"])
+    calls = [line for cell in notebook["cells"] if cell["cell_type"] == "code"
+             for line in "".join(cell["source"]).splitlines() if re.search(r"\bconnect\(", line)]
+    assert calls and all("room=False" in line for line in calls), calls

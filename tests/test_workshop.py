@@ -549,3 +549,17 @@ def test_the_instructor_notebook_passes_strict_nbval():
                             capture_output=True, text=True, timeout=300, cwd=REPO)
     assert result.returncode == 0, result.stdout[-3000:]
     assert " passed" in result.stdout.splitlines()[-1]
+
+
+def test_a_chapter_on_the_learners_own_server_is_checked_there(tmp_path, monkeypatch):
+    """Chapter 03 runs on the learner's machine (Chapter.own_server): its checks too, where patterns work."""
+    from course_lib.exercises.pubsub import check_room_message
+    from course_lib.exercises.solutions.pubsub import room_message
+
+    own_room = workshop.start("alice\n", folder=tmp_path / "room", binary=find_binary())
+    try:
+        monkeypatch.setenv(settings.WORKSHOP_URL_SETTING, own_room.join_line("alice"))
+        monkeypatch.delenv(settings.REDIS_URL_SETTING)
+        assert check(check_room_message, room_message).status == "passed"
+    finally:
+        workshop.stop(tmp_path / "room")

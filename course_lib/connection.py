@@ -216,6 +216,18 @@ def connect_cluster(**options) -> RedisCluster:
         ) from None
 
 
+def credentials(client) -> dict:
+    """`{"username": ..., "password": ...}` that `client` logs in with, for another client of the same servers.
+
+    A bare `redis.Redis(host=..., port=...)` to one node of the cluster, a replica, or the same server
+    over another protocol logs in as nobody, and an embedded stack that requires a password refuses
+    it: pass `**credentials(r)` (or `rc`). Empty for servers that require none.
+    """
+    settings = client.nodes_manager.connection_kwargs if isinstance(client, RedisCluster) \
+        else client.connection_pool.connection_kwargs
+    return {name: settings[name] for name in ("username", "password") if settings.get(name)}
+
+
 def server_identity(client) -> tuple[str, str, str]:
     """(engine, version, mode) of the server a client talks to, e.g. ("Valkey", "9.1.2", "cluster").
 

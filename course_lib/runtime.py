@@ -17,11 +17,12 @@ Lifetime:
   taken by someone else) is recognised because every check asks the port which process answers.
 
 Shared machines (a lab PC, a JupyterHub host): every local user can connect to 127.0.0.1, so
-loopback alone does not keep them out. With `COURSE_REQUIRE_PASSWORD=1` a new stack gets a random
+loopback alone does not keep them out. A new stack therefore gets a random
 password (`secrets.token_urlsafe`, 256 bits), kept in `password` in the runtime folder (mode 0600)
 and in each node's `auth.conf` (see `servers.start_server`); the stack's URLs carry it, so
 `connect()`, `connect_cluster()`, the CLI and kernels (through `Stack.settings()`) use it. It keeps
 out other local users; not root, nor anything running as you (which can read the file).
+`COURSE_REQUIRE_PASSWORD=0` starts new stacks without one.
 """
 
 from __future__ import annotations
@@ -144,8 +145,8 @@ def _password(folder: Path) -> str | None:
 
 
 def _new_password(folder: Path) -> str | None:
-    """A fresh password for a new stack when `COURSE_REQUIRE_PASSWORD` asks for one, else None (file removed)."""
-    if os.environ.get(PASSWORD_SETTING, "").strip().lower() not in {"1", "true", "yes"}:
+    """A fresh password for a new stack, or None (file removed) when `COURSE_REQUIRE_PASSWORD=0` asks for none."""
+    if os.environ.get(PASSWORD_SETTING, "").strip().lower() in {"0", "false", "no"}:
         (folder / PASSWORD_FILE).unlink(missing_ok=True)
         return None
     password = secrets.token_urlsafe(32)

@@ -18,7 +18,7 @@ from course_lib.caching import (TrackingCache, cache_aside, cache_aside_early, c
                                 guide_cache_aside, jittered_ttl, release_lock, store, update_then_invalidate,
                                 versioned_name, write_through)
 from course_lib.concurrency import run_together
-from course_lib.connection import connect
+from course_lib.connection import connect, credentials
 from course_lib.exercises import evaluate
 from course_lib.exercises import caching as checkers
 from course_lib.exercises.solutions import caching as solutions
@@ -319,7 +319,7 @@ def test_redis_py_builtin_cache_refuses_servers_older_than_7_4(r):
         pytest.skip("this server accepts redis-py's built-in cache")
     from redis.cache import CacheConfig
 
-    kwargs = {k: r.connection_pool.connection_kwargs[k] for k in ("host", "port")}
+    kwargs = {k: r.connection_pool.connection_kwargs[k] for k in ("host", "port")} | credentials(r)
     with pytest.raises(redis.ConnectionError, match="7.4"):
         redis.Redis(protocol=3, cache_config=CacheConfig(), **kwargs).ping()
 

@@ -14,13 +14,14 @@ from course_lib.exercises import evaluate
 from course_lib.exercises import cluster as checkers
 from course_lib.exercises.solutions import cluster as reference
 from course_lib.experiments import cluster as experiments
+from course_lib.connection import credentials
 from course_lib.keys import key
 from course_lib.runtime import scratch_cluster
 from course_lib.servers import find_binary, is_our_server, start_server
 
 
-def _node_client(node):
-    return redis.Redis(host=node.host, port=node.port, decode_responses=True, protocol=3)
+def _node_client(rc, node):
+    return redis.Redis(host=node.host, port=node.port, decode_responses=True, protocol=3, **credentials(rc))
 
 
 def test_crc16_is_xmodem():
@@ -49,7 +50,7 @@ def test_key_slot_verdict_fails_for_a_slot_of_the_whole_key(rc):
 
 
 def test_key_slot_of_bytes_that_are_not_utf8(rc):
-    with _node_client(rc.get_default_node()) as node:
+    with _node_client(rc, rc.get_default_node()) as node:
         for name in (b"\xff{\xfe}x", b"\xff\xfe", b"{}\xff{y}"):
             assert cluster.key_slot(name) == node.execute_command("CLUSTER KEYSLOT", name)
 
@@ -69,7 +70,7 @@ def test_a_wrong_node_answers_moved_to_the_owner(rc):
     name = key("cluster", "moved")
     owner = rc.get_node_from_key(name)
     other = next(node for node in rc.get_primaries() if node.name != owner.name)
-    with _node_client(other) as client, pytest.raises(MovedError) as caught:
+    with _node_client(rc, other) as client, pytest.raises(MovedError) as caught:
         client.set(name, 1)
     assert caught.value.slot_id == cluster.key_slot(name)
     assert caught.value.node_addr == (owner.host, owner.port)
@@ -79,7 +80,7 @@ def test_multi_key_commands_need_one_slot(rc):
     first, second = key("cluster", "a"), key("cluster", "b")
     assert cluster.key_slot(first) != cluster.key_slot(second)
     owner = rc.get_node_from_key(first)
-    with _node_client(owner) as client, pytest.raises(ClusterCrossSlotError):
+    with _node_client(rc, owner) as client, pytest.raises(ClusterCrossSlotError):
         client.mget(first, second)
     tagged = [key("cluster", "{cart:1}", part) for part in ("a", "b")]
     assert rc.mset({tagged[0]: 1, tagged[1]: 2}) and rc.mget(tagged) == ["1", "2"]
@@ -87,7 +88,7 @@ def test_multi_key_commands_need_one_slot(rc):
 
 def test_incr_replicated_waits_for_the_replica(rc):
     name = key("cluster", "replicated")
-    with _node_client(rc.get_node_from_key(name)) as primary:
+    with _node_client(rc, rc.get_node_from_key(name)) as primary:
         assert cluster.incr_replicated(primary, name) == (1, 1)
         assert cluster.incr_replicated(primary, name) == (2, 1)
 

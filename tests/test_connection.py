@@ -127,3 +127,18 @@ def test_the_round_trip_verdict_fails_when_nothing_is_batched(r):
     """The degraded setting: a "batch" of one PING is a round trip too, so the verdict must say False."""
     table = run_ping_round_trips(r, commands=1)
     assert not table.loc["one per round trip", "vs_batched"] >= 3
+
+
+def test_credentials_are_what_another_client_of_the_same_servers_needs(r, rc):
+    from course_lib.connection import credentials
+
+    for client in (r, rc):
+        node = client.get_default_node() if hasattr(client, "get_default_node") else None
+        host, port = (node.host, node.port) if node else (client.connection_pool.connection_kwargs["host"],
+                                                          client.connection_pool.connection_kwargs["port"])
+        with redis.Redis(host=host, port=port, socket_timeout=2, **credentials(client)) as other:
+            assert other.ping()
+        if credentials(client):  # the embedded servers require a password: without it, refused
+            with redis.Redis(host=host, port=port, socket_timeout=2) as stranger:
+                with pytest.raises(redis.AuthenticationError):
+                    stranger.ping()

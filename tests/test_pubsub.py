@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from course_lib.concurrency import wait_for
-from course_lib.connection import connect
+from course_lib.connection import connect, credentials
 from course_lib.exercises import evaluate
 from course_lib.exercises import pubsub as checkers
 from course_lib.exercises.solutions import pubsub as solutions
@@ -82,7 +82,8 @@ def test_subscriber_needs_something_and_does_not_mix_sharded_with_classic(r):
 
 def test_a_subscribed_resp2_connection_refuses_other_commands(r):
     port = r.connection_pool.connection_kwargs["port"]
-    with redis.Redis(port=port, protocol=2, decode_responses=True, single_connection_client=True) as raw:
+    with redis.Redis(port=port, protocol=2, decode_responses=True, single_connection_client=True,
+                     **credentials(r)) as raw:
         raw.execute_command("SUBSCRIBE", CHANNEL)
         with pytest.raises(redis.ResponseError, match="only .*SUBSCRIBE.* are allowed in this context"):
             raw.get(key("pubsub", "anything"))
@@ -112,7 +113,7 @@ def test_publish_logged_keeps_what_nobody_heard_and_publishes_the_entry_id(r):
 
 def test_publish_logged_works_on_a_cluster_and_reaches_every_node(rc):
     stream = key("pubsub", "{log}")
-    clients = [_node_client(node) for node in rc.get_primaries()]
+    clients = [_node_client(rc, node) for node in rc.get_primaries()]
     try:
         with Subscriber(clients[0], channels=[CHANNEL]) as a, Subscriber(clients[2], channels=[CHANNEL]) as b:
             _receivers, entry_id = publish_logged(rc, CHANNEL, stream, {"n": 1})
@@ -174,8 +175,8 @@ def test_deliver_to_rooms_keeps_only_local_rooms():
 
 # -- cluster --------------------------------------------------------------------------------------
 
-def _node_client(node):
-    return redis.Redis(host=node.host, port=node.port, decode_responses=True)
+def _node_client(rc, node):
+    return redis.Redis(host=node.host, port=node.port, decode_responses=True, **credentials(rc))
 
 
 def test_sharded_subscriber_on_a_cluster(rc):
@@ -183,7 +184,7 @@ def test_sharded_subscriber_on_a_cluster(rc):
     with Subscriber(rc, sharded=[channel]) as shard:
         assert rc.spublish(channel, "one") == 1
         assert shard.get(timeout=2.0) == Message(channel, None, "one")
-    with _node_client(rc.get_node_from_key(channel)) as owner:
+    with _node_client(rc, rc.get_node_from_key(channel)) as owner:
         wait_for(lambda: owner.pubsub_shardnumsub(channel) == [(channel, 0)], 5, "the shard subscriber to close")
 
 
@@ -192,17 +193,17 @@ def test_spublish_lives_on_the_owner_and_is_moved_elsewhere(rc):
     owner = rc.get_node_from_key(channel)
     others = [node for node in rc.get_primaries() if node.name != owner.name]
     with Subscriber(rc, sharded=[channel]):
-        with _node_client(owner) as on_owner:
+        with _node_client(rc, owner) as on_owner:
             assert on_owner.pubsub_shardnumsub(channel) == [(channel, 1)]
         for node in others:
-            with _node_client(node) as elsewhere:
+            with _node_client(rc, node) as elsewhere:
                 with pytest.raises(redis.exceptions.MovedError, match=f"^{rc.keyslot(channel)} "):
                     elsewhere.execute_command("SPUBLISH", channel, "x")
 
 
 def test_classic_publish_on_a_cluster_reaches_every_node_but_counts_local_receivers(rc):
     primaries = rc.get_primaries()
-    clients = [_node_client(node) for node in primaries]
+    clients = [_node_client(rc, node) for node in primaries]
     try:
         with Subscriber(clients[0], channels=[CHANNEL]) as a, Subscriber(clients[1], channels=[CHANNEL]) as b, \
                 Subscriber(clients[2], channels=[CHANNEL]) as c:

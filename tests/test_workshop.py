@@ -32,16 +32,13 @@ def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def locked_stack(tmp_path_factory):
-    """A stack started with COURSE_REQUIRE_PASSWORD=1, kept until the module's tests are done."""
+    """A stack of its own, as every new stack is (with a password), kept until the module's tests are done."""
     path = tmp_path_factory.mktemp("locked") / "runtime"
-    previous = os.environ.get(settings.PASSWORD_SETTING)
-    os.environ[settings.PASSWORD_SETTING] = "1"
+    previous = os.environ.pop(settings.PASSWORD_SETTING, None)
     try:
         stack = runtime.up(path)
     finally:
-        if previous is None:
-            del os.environ[settings.PASSWORD_SETTING]
-        else:
+        if previous is not None:
             os.environ[settings.PASSWORD_SETTING] = previous
     yield stack
     runtime.down(path)
@@ -111,7 +108,7 @@ def test_a_replaced_server_keeps_the_password(locked_stack, monkeypatch):
 
 
 def test_the_watchdog_stops_a_password_stack(tmp_path, monkeypatch):
-    monkeypatch.setenv(settings.PASSWORD_SETTING, "1")
+    monkeypatch.delenv(settings.PASSWORD_SETTING, raising=False)  # the default: a password
     owner = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
     try:
         stack = runtime.up(tmp_path / "runtime", owner=owner.pid)
@@ -127,8 +124,15 @@ def test_the_watchdog_stops_a_password_stack(tmp_path, monkeypatch):
         runtime.down(tmp_path / "runtime")
 
 
-def test_without_the_setting_no_password_is_required(tmp_path, monkeypatch):
+def test_a_password_unless_the_setting_says_0(tmp_path, monkeypatch):
     monkeypatch.delenv(settings.PASSWORD_SETTING, raising=False)
+    password = runtime._new_password(tmp_path)
+    assert len(password) >= 40 and _owner_only(tmp_path / runtime.PASSWORD_FILE)
+    monkeypatch.setenv(settings.PASSWORD_SETTING, "0")
+    assert runtime._new_password(tmp_path) is None and not (tmp_path / runtime.PASSWORD_FILE).exists()
+
+
+def test_scratch_servers_require_no_password():
     from course_lib.servers import find_binary, scratch_server
 
     with scratch_server(binary=find_binary()) as server:

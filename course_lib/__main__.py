@@ -157,7 +157,8 @@ def cmd_join(args: argparse.Namespace) -> int:
         print(f"error: the room did not accept this join line ({exc}); check it, and that you are on the "
               "workshop's network", file=sys.stderr)
         return 1
-    print(f"Joined the room at {seat.address} as {seat.learner}. Check with `python -m course_lib doctor`.")
+    print(f"Joined the room at {seat.address} as {seat.learner}: the notebooks' connect() now uses it (restart "
+          "`make lab` if it is running). Check with `python -m course_lib doctor`.")
     return 0
 
 

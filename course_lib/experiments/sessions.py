@@ -103,7 +103,7 @@ def run_lost_update(client, interleave: bool = True) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def run_read_cost(client, samples: int = 1000, rounds: int = 10, extra_round_trip: tuple[str, ...] = ()) -> pd.DataFrame:
+def run_read_cost(client, samples: int = 1000, rounds: int = 40, extra_round_trip: tuple[str, ...] = ()) -> pd.DataFrame:
     """The cost of reading a session and restarting its idle timer, three ways, taking turns.
 
     - the guide: GET, then EXPIRE (two round trips);

@@ -139,6 +139,6 @@ def test_credentials_are_what_another_client_of_the_same_servers_needs(r, rc):
         with redis.Redis(host=host, port=port, socket_timeout=2, **credentials(client)) as other:
             assert other.ping()
         if credentials(client):  # the embedded servers require a password: without it, refused
-            with redis.Redis(host=host, port=port, socket_timeout=2) as stranger:
+            with redis.Redis(host=host, port=port, socket_timeout=2, retry=None) as stranger:
                 with pytest.raises(redis.AuthenticationError):
                     stranger.ping()

@@ -50,10 +50,10 @@ def _owner_only(path: Path) -> bool:
 
 def test_a_client_without_the_password_is_refused(locked_stack):
     for server in locked_stack.servers():
-        with redis.Redis(port=server.port, socket_timeout=2) as stranger:
+        with redis.Redis(port=server.port, socket_timeout=2, retry=None) as stranger:
             with pytest.raises(redis.AuthenticationError):
                 stranger.ping()
-        with redis.Redis(port=server.port, password="guessed", socket_timeout=2) as guesser:
+        with redis.Redis(port=server.port, password="guessed", socket_timeout=2, retry=None) as guesser:
             with pytest.raises(redis.AuthenticationError):
                 guesser.ping()
 
@@ -102,7 +102,7 @@ def test_a_replaced_server_keeps_the_password(locked_stack, monkeypatch):
         assert client.ping()
     healed = runtime.load(locked_stack.folder)
     assert healed.password == locked_stack.password and healed.redis_url == locked_stack.redis_url
-    with redis.Redis(port=healed.standalone.port, socket_timeout=2) as stranger:
+    with redis.Redis(port=healed.standalone.port, socket_timeout=2, retry=None) as stranger:
         with pytest.raises(redis.AuthenticationError):
             stranger.ping()
 
@@ -182,15 +182,15 @@ def bob_key(room):
 
 
 def test_the_room_has_no_open_door(room):
-    with redis.Redis(host=LAN, port=room.port, socket_timeout=2) as anonymous:
+    with redis.Redis(host=LAN, port=room.port, socket_timeout=2, retry=None) as anonymous:
         with pytest.raises(redis.AuthenticationError):
             anonymous.ping()
     # The password the server was started with belonged to `default`, which is now off.
     bootstrap = room.server().password
-    with redis.Redis(host=LAN, port=room.port, password=bootstrap, socket_timeout=2) as old_default:
+    with redis.Redis(host=LAN, port=room.port, password=bootstrap, socket_timeout=2, retry=None) as old_default:
         with pytest.raises(redis.AuthenticationError):
             old_default.ping()
-    with redis.Redis(host=LAN, port=room.port, username="alice", password="guessed", socket_timeout=2) as guesser:
+    with redis.Redis(host=LAN, port=room.port, username="alice", password="guessed", socket_timeout=2, retry=None) as guesser:
         with pytest.raises(redis.AuthenticationError):
             guesser.ping()
     with room.instructor_client() as instructor:

@@ -11,7 +11,6 @@ learner moves its slider or presses its button.
 
 from __future__ import annotations
 
-import statistics
 import time
 import uuid
 

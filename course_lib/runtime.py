@@ -43,8 +43,8 @@ import redis
 
 from course_lib.concurrency import wait_for
 from course_lib.seat import joined
-from course_lib.servers import (Server, ServerBinary, ServerError, find_binary, pid_alive, probe_binary, start_server,
-                                write_secret)
+from course_lib.servers import (Server, ServerBinary, ServerError, find_binary, pid_alive, probe_binary, reaped_if_killed,
+                                start_server, write_secret)
 from course_lib.settings import CLUSTER_URL_SETTING, PASSWORD_SETTING, REDIS_URL_SETTING, RUNTIME_DIR_SETTING
 
 PASSWORD_FILE = "password"
@@ -265,14 +265,15 @@ def _start_cluster(binary: ServerBinary, folder: Path, ports: list[int | None] |
 
 @contextlib.contextmanager
 def scratch_cluster(binary: ServerBinary | None = None) -> Iterator[list[Server]]:
-    """A private 6-node cluster (3 primaries + 3 replicas) for one demo, stopped and deleted on exit.
+    """A private 6-node cluster (3 primaries + 3 replicas) for one demo, stopped and deleted on exit (or if this
+    process dies).
 
     For lessons that break a cluster on purpose (killing a primary to watch a failover), so the
     shared cluster every other notebook uses is never touched. Nodes are listed primaries first.
     """
     import tempfile
 
-    with tempfile.TemporaryDirectory(prefix="course-scratch-cluster-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="course-scratch-cluster-") as tmp, reaped_if_killed(Path(tmp)):
         nodes = _start_cluster(binary or find_binary(), Path(tmp))
         try:
             yield nodes

@@ -342,15 +342,67 @@ def start_server(binary: ServerBinary, parent_dir: Path, cluster: bool = False,
     raise ServerError(f"{binary.label} at {binary.path} did not start after {attempts} attempts. Its last log lines:\n{last_log}")
 
 
+def _serves_from(pid: int, node_dir: Path) -> bool:
+    """True when `pid` is a live server running in `node_dir` (its working directory, `dir` in its config)."""
+    try:
+        return pid_alive(pid) and os.readlink(f"/proc/{pid}/cwd") == str(node_dir)
+    except OSError:  # no /proc (macOS): the port in the folder's name, as `is_our_server` checks it
+        port = node_dir.name.rpartition("-")[2]
+        return port.isdigit() and is_our_server(pid, int(port))
+
+
+def _kill_servers_under(folder: Path) -> None:
+    """SIGKILL every server whose node folder is under `folder` (scratch data: nothing to save), then delete it."""
+    for pidfile in folder.rglob("server.pid"):
+        try:
+            pid = int(pidfile.read_text())
+        except (OSError, ValueError):
+            continue
+        if _serves_from(pid, pidfile.parent):
+            os.kill(pid, signal.SIGKILL)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def reaped_if_killed(folder: Path) -> Iterator[None]:
+    """If this process dies inside the block, every server under `folder` is killed and the folder deleted.
+
+    Scratch servers are daemons: a kernel killed in the middle of an experiment (or a test run
+    stopped with SIGKILL) would leave them running for good, with no `finally` to stop them. So a
+    guard process is forked first. It keeps nothing of this process but the read end of a pipe,
+    whose write end only this process holds, and blocks reading it: this process's death closes
+    the pipe (end of file, at once, whatever killed it), and the guard kills and deletes. Leaving
+    the block normally writes one byte instead, and the guard exits doing nothing.
+    """
+    read_end, write_end = os.pipe()
+    guard = os.fork()
+    if guard == 0:
+        try:  # nothing that takes a lock or imports: other threads of the parent were not copied
+            os.setsid()  # a signal to this process's group (Ctrl-C in a terminal) spares the guard
+            os.closerange(0, read_end)
+            os.closerange(read_end + 1, os.sysconf("SC_OPEN_MAX"))
+            if os.read(read_end, 1) == b"":
+                _kill_servers_under(folder)
+        finally:
+            os._exit(0)
+    os.close(read_end)
+    try:
+        yield
+    finally:
+        os.write(write_end, b"x")
+        os.close(write_end)
+        os.waitpid(guard, 0)
+
+
 @contextlib.contextmanager
 def scratch_server(config: dict[str, str] | None = None, binary: ServerBinary | None = None) -> Iterator[Server]:
-    """A private standalone server for one experiment, stopped and deleted on exit.
+    """A private standalone server for one experiment, stopped and deleted on exit (or if this process dies).
 
     Use it when an experiment changes server configuration (maxmemory, eviction policy) so the
     shared course server is never left altered.
     """
     binary = binary or find_binary()
-    with tempfile.TemporaryDirectory(prefix="course-scratch-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="course-scratch-") as tmp, reaped_if_killed(Path(tmp)):
         server = start_server(binary, Path(tmp), config=config)
         try:
             yield server

@@ -89,3 +89,37 @@ def test_scratch_server_applies_its_config_and_is_removed_on_exit():
 def test_server_that_cannot_start_reports_its_log(tmp_path):
     with pytest.raises(ServerError, match="did not start"):
         servers.start_server(find_binary(), tmp_path, config={"maxmemory-policy": "no-such-policy"}, attempts=1)
+
+
+@pytest.mark.parametrize("context", ["course_lib.servers.scratch_server()", "course_lib.runtime.scratch_cluster()"])
+def test_a_killed_owner_leaves_no_scratch_server_behind(context):
+    """A kernel SIGKILLed inside an experiment: its scratch servers are killed and their folder deleted."""
+    import signal
+    import subprocess
+    import sys
+
+    code = (f"import course_lib.runtime, course_lib.servers, sys\n"
+            f"with {context} as made:\n"
+            f"    nodes = made if isinstance(made, list) else [made]\n"
+            f"    print(' '.join(f'{{n.pid}}:{{n.dir}}' for n in nodes), flush=True)\n"
+            f"    sys.stdin.read()\n")
+    owner = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        nodes = [entry.split(":", 1) for entry in owner.stdout.readline().split()]
+        assert nodes and all(pid_alive(int(pid)) for pid, _ in nodes)
+    finally:
+        owner.send_signal(signal.SIGKILL)  # no finally of its own runs
+        owner.wait(timeout=10)
+    wait_for(lambda: not any(pid_alive(int(pid)) for pid, _ in nodes), 10, "the guard to kill the servers")
+    wait_for(lambda: not any(os.path.exists(folder) for _, folder in nodes), 10, "the guard to delete their folders")
+
+
+def test_a_normal_exit_leaves_no_guard_behind():
+    children = set(os.listdir("/proc")) if os.path.exists("/proc") else set()
+    with scratch_server() as server:
+        assert server.client().ping()
+    assert not pid_alive(server.pid) and not os.path.exists(server.dir)
+    if children:  # the guard was reaped: no new process (or zombie) of ours is left
+        left = {pid for pid in set(os.listdir("/proc")) - children if pid.isdigit()
+                and open(f"/proc/{pid}/stat").read().split()[3] == str(os.getpid())}
+        assert not left

@@ -17,7 +17,7 @@ from course_lib import caching
 from course_lib.caching import (TrackingCache, cache_aside, cache_aside_early, cache_aside_locked, cache_aside_swr,
                                 guide_cache_aside, jittered_ttl, release_lock, store, update_then_invalidate,
                                 versioned_name, write_through)
-from course_lib.concurrency import run_together
+from course_lib.concurrency import run_together, wait_for
 from course_lib.connection import connect, credentials
 from course_lib.exercises import evaluate
 from course_lib.exercises import caching as checkers
@@ -308,7 +308,7 @@ def test_tracking_cache_connections_are_closed(r):
     local = TrackingCache(r)
     assert local.listener_id in listeners()
     local.close()
-    assert local.listener_id not in listeners()
+    wait_for(lambda: local.listener_id not in listeners(), 5, "the server to see the listener close")
 
 
 def test_redis_py_builtin_cache_refuses_servers_older_than_7_4(r):

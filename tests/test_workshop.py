@@ -567,3 +567,30 @@ def test_a_chapter_on_the_learners_own_server_is_checked_there(tmp_path, monkeyp
         assert check(check_room_message, room_message).status == "passed"
     finally:
         workshop.stop(tmp_path / "room")
+
+
+def test_a_checker_that_reads_server_statistics_is_not_disturbed_by_the_room(tmp_path, monkeypatch):
+    """Another client SCANs the room all along: log-out-everywhere counts SCANs server-wide, so it checks at home."""
+    import threading
+
+    from course_lib.exercises.sessions import check_log_out_everywhere
+    from course_lib.exercises.solutions.sessions import log_out_everywhere
+
+    own_room = workshop.start("alice\n", folder=tmp_path / "room", binary=find_binary())
+    done = threading.Event()
+
+    def scan_the_room():
+        with own_room.instructor_client(db=own_room.learners["alice"]["db"]) as instructor:
+            while not done.is_set():
+                instructor.scan(0, count=10)
+
+    scanner = threading.Thread(target=scan_the_room, daemon=True)
+    try:
+        monkeypatch.setenv(settings.WORKSHOP_URL_SETTING, own_room.join_line("alice"))
+        monkeypatch.delenv(settings.REDIS_URL_SETTING)
+        scanner.start()
+        assert check(check_log_out_everywhere, log_out_everywhere).status == "passed"
+    finally:
+        done.set()
+        scanner.join(timeout=5)
+        workshop.stop(tmp_path / "room")

@@ -83,13 +83,15 @@ def check(checker: Callable, solution: Callable, client=None) -> Outcome:
 
     A learner who joined a workshop room also reports the outcome to the room's board
     (`course_lib.workshop.report`: best-effort, at most about a second, prints nothing), and is
-    checked on the room unless the chapter runs on the learner's own server (`Chapter.own_server`).
+    checked on the room unless the chapter runs on the learner's own server (`Chapter.own_server`) or
+    the checker reads a server-wide statistic (`reads_server_statistics`), which others would disturb.
     """
     if client is None:
         from course_lib.chapters import chapter
         from course_lib.connection import connect
 
-        client = connect(room=not chapter(checker.__module__.rsplit(".", 1)[-1]).own_server)
+        own = chapter(checker.__module__.rsplit(".", 1)[-1]).own_server or getattr(checker, "reads_server_statistics", False)
+        client = connect(room=not own)
     outcome = evaluate(checker, client, solution)
     try:
         progress.record(checker, outcome.status)

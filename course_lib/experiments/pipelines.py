@@ -154,9 +154,10 @@ def run_interleaving(client, other, timeout: float = 3.0) -> pd.DataFrame:
     """Show that another client's command runs between two commands of one pipeline.
 
     The pipeline (transaction=False) is: SET seen "before", BLPOP gate, GET seen. The BLPOP
-    parks the pipeline's connection on the server; a second client (`other`) waits until the
-    server reports a blocked client, then SETs seen "other client" and pushes to the gate. No
-    timing decides the outcome: each step waits for the previous one. The same three commands
+    parks the pipeline's connection on the server; a second client (`other`) waits until it reads
+    "before" (the pipeline's SET has run, its BLPOP is next), then SETs seen "other client" and
+    pushes to the gate. No timing decides the outcome: each step waits for the previous one (and
+    on a shared server no other client's blocked command can be mistaken for the pipeline's). The same three commands
     in MULTI/EXEC run back to back (BLPOP never blocks inside a transaction), so nothing gets in.
 
     Returns rows: mode, blpop (what it returned), get (the value the pipeline's GET read).
@@ -172,7 +173,7 @@ def run_interleaving(client, other, timeout: float = 3.0) -> pd.DataFrame:
             return pipe.execute()
 
     def interloper() -> None:
-        wait_for(lambda: other.info("clients")["blocked_clients"] >= 1, timeout, "the pipeline's BLPOP to block")
+        wait_for(lambda: other.get(seen) == "before", timeout, "the pipeline's SET (its BLPOP comes next)")
         other.set(seen, "other client")
         other.rpush(gate, "go")
 

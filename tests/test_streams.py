@@ -247,7 +247,7 @@ def test_batch_reads_cost_fewer_round_trips_and_less_time(r):
 
 
 def test_batch_reads_verdict_fails_when_batches_barely_batch(r):
-    table = experiments.run_batch_reads(r, messages=300, counts=(1, 2), rounds=2)
+    table = experiments.run_batch_reads(r, messages=300, counts=(1, 2), rounds=8)  # best of 8: a stalled COUNT 1 run is not the one kept
     assert experiments.batching_speedup(table) < 3
 
 

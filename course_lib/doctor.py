@@ -112,9 +112,10 @@ def check_lab_port(port: int = LAB_PORT) -> Check:
 def check_room() -> Check | None:
     """When this machine has joined a workshop: the room answers, with this learner's credentials."""
     from course_lib import workshop
+    from course_lib.seat import joined
 
     try:
-        seat = workshop.joined()
+        seat = joined()
     except ValueError as exc:
         return Check("room", False, f"the saved join line is unusable: {exc}")
     if seat is None:

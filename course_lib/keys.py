@@ -32,7 +32,7 @@ def key(chapter: str, *parts: object) -> str:
 
 def channel(chapter: str, *parts: object) -> str:
     """`channel("streams", "news")` -> `"course:streams:news"`; `"course:alice:streams:news"` for a learner
-    who joined a workshop room as alice (read when called, so a kernel follows `join` without a restart).
+    who joined a workshop room as alice (the join line is read when called).
 
     Raises:
         ValueError: as `key`, or the workshop's join line is unusable.

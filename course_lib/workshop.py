@@ -42,7 +42,7 @@ there); the instructor's `Board` follows every stream with XREAD from the last i
 
 A joined learner's notebooks (`course_lib.seat`) use the room for the standalone server, and their
 own machine for what a room cannot share: the cluster, scratch servers, and the chapters that need
-a whole server (`connect(private=True)`: Pub/Sub patterns, crashes).
+a whole server (`connect(room=False)`: Pub/Sub patterns, server-wide counts).
 """
 
 from __future__ import annotations

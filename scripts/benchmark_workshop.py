@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import redis  # noqa: E402
 
 from course_lib import workshop  # noqa: E402
+from course_lib.seat import parse_join_line  # noqa: E402
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -40,7 +41,7 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def learner(join_line: str, neighbour: str, neighbour_db: int, seconds: float, start_at: float, results) -> None:
-    seat = workshop.parse_join_line(join_line)
+    seat = parse_join_line(join_line)
     prefix = "course:benchmark:"  # the same names for everyone, as in the chapters
     client = workshop.room_client(seat)
     waits: list[float] = []

@@ -144,6 +144,7 @@ def test_scratch_servers_require_no_password():
 # --- the room: one server, one ACL user per learner ----------------------------------------------
 
 from course_lib import workshop  # noqa: E402
+from course_lib.seat import parse_join_line  # noqa: E402
 from course_lib.servers import find_binary, free_port  # noqa: E402
 
 LAN = "127.0.0.2"  # a stand-in for the instructor's LAN address: learners connect to it, not to 127.0.0.1
@@ -159,7 +160,7 @@ def room(tmp_path_factory):
 
 
 def _learner(room, name, **options):
-    seat = workshop.parse_join_line(room.join_line(name))
+    seat = parse_join_line(room.join_line(name))
     assert seat.host == LAN
     return workshop.room_client(seat, **options)
 
@@ -255,7 +256,7 @@ def test_a_learner_cannot_reach_database_0_where_the_boards_are(room):
     """A connection starts in database 0 until its SELECT: alice's rights to keys do not reach there."""
     if room.engine != "Valkey":
         pytest.skip("Redis 7.0 has no database per user: its learners' keys are fenced by name (tested above)")
-    seat = workshop.parse_join_line(room.join_line("alice"))
+    seat = parse_join_line(room.join_line("alice"))
     with redis.Redis(host=seat.host, port=seat.port, username="alice", password=seat.password, db=0,
                      socket_timeout=2, decode_responses=True) as in_db_0:
         for command in [("XRANGE", workshop.board_key("bob"), "-", "+"), ("GET", "course:anything"),
@@ -532,14 +533,14 @@ def test_the_board_widget_refreshes(room):
     board = workshop.Board(room)
     widget = workshop.board_widget(board)
     table, (refresh, follow), note = widget.children[0], widget.children[1].children, widget.children[2]
-    seat = workshop.parse_join_line(room.join_line("bob"))
+    seat = parse_join_line(room.join_line("bob"))
     assert workshop.report("caching.check_negative_caching", "failed", seat)
     refresh.click()
     assert "bob" in table.value and "FAIL" in table.value and note.value == ""
 
 
 def test_the_progress_command(room):
-    workshop.report("data_types.check_top_scores", "passed", workshop.parse_join_line(room.join_line("bob")))
+    workshop.report("data_types.check_top_scores", "passed", parse_join_line(room.join_line("bob")))
     shown = _cli("workshop", "--room-dir", str(Path(room.dir).parent), "progress")
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.splitlines()[0].startswith("learner") and "01.1" in shown.stdout
@@ -555,42 +556,42 @@ def test_the_instructor_notebook_passes_strict_nbval():
     assert " passed" in result.stdout.splitlines()[-1]
 
 
-def test_a_chapter_on_the_learners_own_server_is_checked_there(tmp_path, monkeypatch):
+@pytest.fixture
+def alice_joined(tmp_path, monkeypatch):
+    """A room of its own with alice, joined on this machine: `check()` reports to that room's board only."""
+    own_room = workshop.start("alice\n", folder=tmp_path / "room", binary=find_binary())
+    monkeypatch.setenv(settings.WORKSHOP_URL_SETTING, own_room.join_line("alice"))
+    monkeypatch.delenv(settings.REDIS_URL_SETTING)
+    yield own_room
+    workshop.stop(tmp_path / "room")
+
+
+def test_a_chapter_on_the_learners_own_server_is_checked_there(alice_joined):
     """Chapter 03 runs on the learner's machine (Chapter.own_server): its checks too, where patterns work."""
     from course_lib.exercises.pubsub import check_room_message
     from course_lib.exercises.solutions.pubsub import room_message
 
-    own_room = workshop.start("alice\n", folder=tmp_path / "room", binary=find_binary())
-    try:
-        monkeypatch.setenv(settings.WORKSHOP_URL_SETTING, own_room.join_line("alice"))
-        monkeypatch.delenv(settings.REDIS_URL_SETTING)
-        assert check(check_room_message, room_message).status == "passed"
-    finally:
-        workshop.stop(tmp_path / "room")
+    assert check(check_room_message, room_message).status == "passed"
 
 
-def test_a_checker_that_reads_server_statistics_is_not_disturbed_by_the_room(tmp_path, monkeypatch):
+def test_a_checker_that_reads_server_statistics_is_not_disturbed_by_the_room(alice_joined):
     """Another client SCANs the room all along: log-out-everywhere counts SCANs server-wide, so it checks at home."""
     import threading
 
     from course_lib.exercises.sessions import check_log_out_everywhere
     from course_lib.exercises.solutions.sessions import log_out_everywhere
 
-    own_room = workshop.start("alice\n", folder=tmp_path / "room", binary=find_binary())
     done = threading.Event()
 
     def scan_the_room():
-        with own_room.instructor_client(db=own_room.learners["alice"]["db"]) as instructor:
+        with alice_joined.instructor_client(db=alice_joined.learners["alice"]["db"]) as instructor:
             while not done.is_set():
                 instructor.scan(0, count=10)
 
     scanner = threading.Thread(target=scan_the_room, daemon=True)
+    scanner.start()
     try:
-        monkeypatch.setenv(settings.WORKSHOP_URL_SETTING, own_room.join_line("alice"))
-        monkeypatch.delenv(settings.REDIS_URL_SETTING)
-        scanner.start()
         assert check(check_log_out_everywhere, log_out_everywhere).status == "passed"
     finally:
         done.set()
         scanner.join(timeout=5)
-        workshop.stop(tmp_path / "room")

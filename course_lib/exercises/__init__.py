@@ -90,7 +90,8 @@ def check(checker: Callable, solution: Callable, client=None) -> Outcome:
         from course_lib.chapters import chapter
         from course_lib.connection import connect
 
-        own = chapter(checker.__module__.rsplit(".", 1)[-1]).own_server or getattr(checker, "reads_server_statistics", False)
+        own = (chapter(checker.__module__.rsplit(".", 1)[-1]).own_server
+               or getattr(checker, "reads_server_statistics", False))
         client = connect(room=not own)
     outcome = evaluate(checker, client, solution)
     try:

@@ -491,9 +491,9 @@ def run_refresh(client, shop: Shop, callers: int = 8, ttl: float = 3.0, duration
         # other); a hit takes a fraction of a millisecond. Half the shortest load separates the two.
         shortest = min(stop - start for start, stop in loads)
         durations = [stop - start for start, stop in seen]
-        waited = sum(stop - start > shortest / 2 and any(start < load_end and stop > load_start
-                                                         for load_start, load_end in loads)
-                     for start, stop in seen)
+        waited = sum(duration > shortest / 2 and any(start < load_end and stop > load_start
+                                                     for load_start, load_end in loads)
+                     for (start, stop), duration in zip(seen, durations))
         rows.append({"variant": variant, "requests": len(seen), "db queries": shop.queries - queries,
                      "waited for the database": waited,
                      "median_ms": percentile(durations, 50) * 1000, "max_ms": max(durations) * 1000,

@@ -157,8 +157,9 @@ def run_interleaving(client, other, timeout: float = 3.0) -> pd.DataFrame:
     parks the pipeline's connection on the server; a second client (`other`) waits until it reads
     "before" (the pipeline's SET has run, its BLPOP is next), then SETs seen "other client" and
     pushes to the gate. No timing decides the outcome: each step waits for the previous one (and
-    on a shared server no other client's blocked command can be mistaken for the pipeline's). The same three commands
-    in MULTI/EXEC run back to back (BLPOP never blocks inside a transaction), so nothing gets in.
+    on a shared server no other client's blocked command can be mistaken for the pipeline's). The
+    same three commands in MULTI/EXEC run back to back (BLPOP never blocks inside a transaction), so
+    nothing gets in.
 
     Returns rows: mode, blpop (what it returned), get (the value the pipeline's GET read).
     """
